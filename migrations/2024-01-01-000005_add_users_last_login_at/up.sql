@@ -1,0 +1,2 @@
+ALTER TABLE users ADD COLUMN last_login_at TIMESTAMPTZ;
+ALTER TYPE user_role ADD VALUE IF NOT EXISTS 'guest';

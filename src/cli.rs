@@ -1,0 +1,389 @@
+/*!
+Command-line flags, and their conversion into the library's plain configuration.
+
+clap types live only here (the library never sees them). [`Cli::into_plan`] turns what the
+user typed into a [`RunConfig`] and a command once, checking what clap cannot.
+*/
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use migrate_tenants::config::{
+    DownTarget, MigrationSource, MissingPolicy, SharedConfig, TenantSource,
+};
+use migrate_tenants::database::DatabaseUrl;
+use migrate_tenants::{Command, RunConfig, SchemaName};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: every tenant is where it was asked to be
+  1  at least one tenant (or the shared schema) failed; the others were still migrated
+  2  usage, configuration or migration-set error: nothing was changed
+  3  the database could not be reached
+
+Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
+MIGRATE_TENANTS_CONCURRENCY, RUST_LOG (logging; quiet by default). A .env file in the current
+directory is loaded first.";
+
+/// Run diesel migrations once per tenant schema of a schema-per-tenant PostgreSQL database.
+#[derive(Debug, Parser)]
+#[command(name = "migrate-tenants", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+/// Flags accepted by every command.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// PostgreSQL connection URL (its password is never printed or logged).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Read migrations from this directory at run time instead of the embedded set
+    /// (default: diesel.toml's [migrations_directory] dir, else the embedded set).
+    #[arg(long, env = "MIGRATION_DIRECTORY", global = true, value_name = "DIR")]
+    pub migrations_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub tenants: TenantArgs,
+
+    /// Worker threads (and pooled connections); each tenant holds one connection for its whole run.
+    #[arg(long, env = "MIGRATE_TENANTS_CONCURRENCY", global = true, default_value_t = migrate_tenants::config::DEFAULT_CONCURRENCY, value_name = "N")]
+    pub concurrency: usize,
+
+    /// Seconds to wait for the database before giving up (exit code 3).
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+
+    /// Schemas after the tenant's on search_path while it migrates (comma list; empty for none).
+    #[arg(long, global = true, default_value = "public", value_name = "SCHEMAS")]
+    pub search_path_suffix: String,
+
+    /// Stop starting new tenants after the first failure.
+    #[arg(long, global = true)]
+    pub fail_fast: bool,
+
+    /// Schema holding the shared migrations' history (tenant registry, extensions).
+    #[arg(long, global = true, default_value = "public", value_name = "SCHEMA")]
+    pub shared_schema: String,
+
+    /// Read the shared-schema migrations from this directory (default: the embedded
+    /// migrations_shared/ set, if the binary has one).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub shared_migrations_dir: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Print only failures and the summary.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// Which tenants a command is about: exactly one source, then selection.
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    /// Tenant schemas, comma-separated.
+    #[arg(
+        long,
+        env = "TENANTS",
+        global = true,
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub tenants: Vec<String>,
+
+    /// File with one tenant per line (# comments and blank lines ignored; - reads stdin).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tenants_file: Option<PathBuf>,
+
+    /// SQL query returning one text column of tenant names (run read-only).
+    #[arg(long, env = "TENANTS_QUERY", global = true, value_name = "SQL")]
+    pub tenants_query: Option<String>,
+
+    /// SQL LIKE pattern over existing schemas, e.g. 'tenant_%' (never pg_*, information_schema, public).
+    #[arg(
+        long,
+        env = "TENANT_SCHEMA_PATTERN",
+        global = true,
+        value_name = "PATTERN"
+    )]
+    pub schema_pattern: Option<String>,
+
+    /// Only this tenant (repeatable).
+    #[arg(long = "tenant", global = true, value_name = "NAME")]
+    pub only: Vec<String>,
+
+    /// Never this tenant (repeatable).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub exclude: Vec<String>,
+
+    /// Fail the run when a discovered name is invalid, instead of skipping it.
+    #[arg(long, global = true)]
+    pub strict: bool,
+
+    /// What to do with a tenant whose schema does not exist.
+    #[arg(long, global = true, value_enum, default_value_t = Missing::Error)]
+    pub missing: Missing,
+
+    /// Same as --missing create.
+    #[arg(long, global = true)]
+    pub create_missing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Missing {
+    /// Report the tenant as failed.
+    Error,
+    /// Report the tenant as skipped.
+    Skip,
+    /// Create the schema and migrate it.
+    Create,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One line per tenant and a summary.
+    Human,
+    /// One JSON document with every tenant's report.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Apply every pending migration to each tenant (shared-schema migrations first).
+    Up {
+        /// Stop after this version (e.g. 2024-01-01-000003 or 20240101000003).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+    },
+    /// Revert the newest applied migration(s) of each tenant.
+    Down {
+        /// How many migrations to revert per tenant.
+        #[arg(long, default_value_t = 1, conflicts_with_all = ["to", "all"])]
+        steps: usize,
+        /// Revert every migration newer than this version.
+        #[arg(long, value_name = "VERSION", conflicts_with = "all")]
+        to: Option<String>,
+        /// Revert every migration.
+        #[arg(long)]
+        all: bool,
+        /// Also revert the shared schema's newest migration(s) (after the tenants' plan is checked).
+        #[arg(long)]
+        shared: bool,
+    },
+    /// Revert the newest N migrations of each tenant, then apply them again.
+    Redo {
+        /// How many.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+    },
+    /// Show each tenant's version, applied and pending counts, and unknown versions.
+    Status,
+    /// List the migrations this binary knows.
+    List,
+    /// Create <migrations dir>/<YYYY-MM-DD-HHMMSS>_<name>/{up.sql,down.sql}.
+    Generate {
+        /// Migration name: [a-z0-9_]+.
+        name: String,
+        /// Write metadata.toml with run_in_transaction = false (for one CREATE INDEX CONCURRENTLY, ...).
+        #[arg(long)]
+        no_transaction: bool,
+    },
+    /// Create, drop or list tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create tenant schemas and apply every migration atomically (nothing is left on failure).
+    Create {
+        /// Schema names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Accept (and migrate) schemas that already exist.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// Drop tenant schemas (DROP SCHEMA ... CASCADE) under their lock.
+    Drop {
+        /// Schema names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Confirm: this deletes the tenants' data.
+        #[arg(long)]
+        yes: bool,
+        /// Also drop schemas without a __diesel_schema_migrations table.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Each discovered tenant with its version and pending count.
+    List,
+}
+
+/// A flag combination clap cannot check (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl Global {
+    /// The database URL, or a usage error saying how to give one.
+    pub fn database_url(&self) -> Result<DatabaseUrl, UsageError> {
+        match &self.database_url {
+            Some(url) if !url.trim().is_empty() => Ok(DatabaseUrl::new(
+                url,
+                Duration::from_secs(self.connect_timeout),
+            )),
+            _ => Err(UsageError(
+                "no database: pass --database-url or set DATABASE_URL (a .env file works too)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Where migrations come from: --migrations-dir / MIGRATION_DIRECTORY, then
+    /// diesel.toml, then the embedded set.
+    pub fn migration_source(&self) -> Result<MigrationSource, UsageError> {
+        if let Some(dir) = &self.migrations_dir {
+            return Ok(MigrationSource::Directory(dir.clone()));
+        }
+        Ok(diesel_toml_dir()?.map_or(MigrationSource::Embedded, MigrationSource::Directory))
+    }
+
+    /// The directory `generate` writes to: like [`Global::migration_source`], else `./migrations`.
+    pub fn generate_dir(&self) -> Result<PathBuf, UsageError> {
+        Ok(match self.migration_source()? {
+            MigrationSource::Directory(dir) => dir,
+            MigrationSource::Embedded => PathBuf::from("migrations"),
+        })
+    }
+
+    /// The library's configuration for a fleet command.
+    pub fn run_config(&self, include_shared_in_down: bool) -> Result<RunConfig, UsageError> {
+        let url = self.database_url()?;
+        let mut config = RunConfig::new(url.expose(), self.tenants.source()?);
+        config.database_url = url;
+        config.migrations = self.migration_source()?;
+        config.only = self.tenants.only.clone();
+        config.exclude = self.tenants.exclude.clone();
+        config.strict = self.tenants.strict;
+        config.missing = self.tenants.missing_policy();
+        if self.concurrency == 0 {
+            return Err(UsageError("--concurrency must be at least 1".into()));
+        }
+        config.concurrency = self.concurrency;
+        config.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
+        config.search_path_suffix = schema_list(&self.search_path_suffix)?;
+        config.fail_fast = self.fail_fast;
+        config.shared = SharedConfig {
+            schema: SchemaName::shared(&self.shared_schema)
+                .map_err(|e| UsageError(format!("--shared-schema: {e}")))?,
+            migrations: Some(
+                self.shared_migrations_dir
+                    .clone()
+                    .map_or(MigrationSource::Embedded, MigrationSource::Directory),
+            ),
+            include_in_down: include_shared_in_down,
+        };
+        Ok(config)
+    }
+}
+
+impl TenantArgs {
+    /// Exactly one tenant source.
+    fn source(&self) -> Result<TenantSource, UsageError> {
+        let mut sources = Vec::new();
+        if !self.tenants.is_empty() {
+            sources.push((
+                "--tenants/TENANTS",
+                TenantSource::List(self.tenants.iter().map(|t| t.trim().to_string()).collect()),
+            ));
+        }
+        if let Some(path) = &self.tenants_file {
+            sources.push(("--tenants-file", TenantSource::File(path.clone())));
+        }
+        if let Some(sql) = &self.tenants_query {
+            sources.push((
+                "--tenants-query/TENANTS_QUERY",
+                TenantSource::Query(sql.clone()),
+            ));
+        }
+        if let Some(pattern) = &self.schema_pattern {
+            sources.push((
+                "--schema-pattern/TENANT_SCHEMA_PATTERN",
+                TenantSource::Pattern(pattern.clone()),
+            ));
+        }
+        match sources.len() {
+            1 => Ok(sources.pop().expect("one").1),
+            0 => Err(UsageError(
+                "no tenants: give exactly one of --tenants, --tenants-file, --tenants-query or --schema-pattern".into(),
+            )),
+            _ => Err(UsageError(format!(
+                "several tenant sources given ({}); give exactly one",
+                sources.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    fn missing_policy(&self) -> MissingPolicy {
+        match (self.create_missing, self.missing) {
+            (true, _) | (_, Missing::Create) => MissingPolicy::Create,
+            (_, Missing::Skip) => MissingPolicy::Skip,
+            (_, Missing::Error) => MissingPolicy::Error,
+        }
+    }
+}
+
+impl CliCommand {
+    /// The library command for fleet commands.
+    pub fn fleet_command(&self) -> Option<Command> {
+        Some(match self {
+            CliCommand::Up { to } => Command::Up { to: to.clone() },
+            CliCommand::Down { steps, to, all, .. } => Command::Down(match (to, all) {
+                (Some(v), _) => DownTarget::To(v.clone()),
+                (None, true) => DownTarget::All,
+                (None, false) => DownTarget::Steps(*steps),
+            }),
+            CliCommand::Redo { steps } => Command::Redo { steps: *steps },
+            CliCommand::Status => Command::Status,
+            _ => return None,
+        })
+    }
+}
+
+fn schema_list(list: &str) -> Result<Vec<SchemaName>, UsageError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            SchemaName::shared(s).map_err(|e| UsageError(format!("--search-path-suffix: {e}")))
+        })
+        .collect()
+}
+
+/// `[migrations_directory] dir` from `DIESEL_CONFIG_FILE` or `./diesel.toml`, relative
+/// to the file's directory.
+fn diesel_toml_dir() -> Result<Option<PathBuf>, UsageError> {
+    let path = std::env::var_os("DIESEL_CONFIG_FILE")
+        .map_or_else(|| PathBuf::from("diesel.toml"), PathBuf::from);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(UsageError(format!("cannot read {}: {e}", path.display()))),
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| UsageError(format!("{} is not valid TOML: {e}", path.display())))?;
+    let dir = table
+        .get("migrations_directory")
+        .and_then(|m| m.get("dir"))
+        .and_then(|d| d.as_str());
+    Ok(dir.map(|d| path.parent().unwrap_or(Path::new(".")).join(d)))
+}

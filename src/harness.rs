@@ -1,0 +1,447 @@
+/*!
+The per-tenant harness: one tenant's migrations on one pooled connection.
+
+A [`TenantHarness`] exists only while it holds the tenant's session advisory lock. It
+keeps diesel's bookkeeping (`__diesel_schema_migrations`, diesel's exact DDL) inside the
+tenant's schema but always addresses it schema-qualified, and sends each migration as
+one round trip:
+
+```text
+BEGIN;
+SELECT set_config('search_path', '"acme", public', true);   -- SET LOCAL: gone at COMMIT
+DO ... current_schema() must be 'acme' ...                 -- the schema exists and is usable
+<up.sql>
+DO ... search_path must be unchanged ...                    -- the migration did not move it
+INSERT INTO "acme".__diesel_schema_migrations (version) VALUES ('...');
+COMMIT;
+```
+
+A failure anywhere rolls the whole migration back. Migrations with
+`run_in_transaction = false` run their single statement alone, between a session-level
+`set_config` and a `RESET search_path`. Releasing the harness resets `search_path` and
+unlocks; if that cannot be done the connection is marked unclean and the pool closes it
+instead of handing it to the next tenant.
+*/
+
+use crate::database::Session;
+use crate::migration_set::{DownSql, Migration};
+use crate::tenant::{quote_literal, SchemaName};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{BigInt, Bool, Text};
+
+/// diesel's exact DDL for its history table (kept identical so the diesel CLI agrees).
+pub const HISTORY_DDL: &str = "(
+       version VARCHAR(50) PRIMARY KEY NOT NULL,
+       run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+)";
+
+/// The history table's name (unqualified, as diesel names it).
+pub const HISTORY_TABLE: &str = "__diesel_schema_migrations";
+
+/// Why a tenant's work stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HarnessError {
+    /// A migration (or its revert) failed.
+    #[error("{message}")]
+    Migration {
+        /// Directory name of the migration.
+        migration: String,
+        /// PostgreSQL's message with context.
+        message: String,
+    },
+    /// Bookkeeping, locking or connection trouble outside any migration.
+    #[error("{0}")]
+    Database(String),
+    /// `down` reached a migration without `down.sql`.
+    #[error("{0} has no down.sql: it cannot be reverted")]
+    Irreversible(String),
+    /// The tenant's history holds a version this binary does not know.
+    #[error(
+        "applied version {0} is not known to this binary (was it migrated by a newer release?)"
+    )]
+    UnknownVersion(String),
+    /// The schema does not exist.
+    #[error(
+        "schema {0} does not exist (create it, or run with --missing create or --missing skip)"
+    )]
+    MissingSchema(String),
+}
+
+impl HarnessError {
+    /// The migration this error belongs to, if any.
+    pub fn migration(&self) -> Option<&str> {
+        match self {
+            HarnessError::Migration { migration, .. } | HarnessError::Irreversible(migration) => {
+                Some(migration)
+            }
+            _ => None,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, HarnessError>;
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+}
+
+#[derive(QueryableByName)]
+struct VersionRow {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// Direction of a migration step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
+}
+
+/// One tenant, locked, on one connection.
+pub struct TenantHarness<'a> {
+    session: &'a mut Session,
+    schema: SchemaName,
+    /// The `search_path` value migrations run with, as a SQL literal.
+    search_path: String,
+    released: bool,
+}
+
+impl<'a> TenantHarness<'a> {
+    /// Takes the tenant's session advisory lock, waiting while another runner holds it.
+    ///
+    /// `suffix` follows the tenant on `search_path` (shared schemas such as `public`).
+    pub fn lock(
+        session: &'a mut Session,
+        schema: &SchemaName,
+        suffix: &[SchemaName],
+    ) -> Result<TenantHarness<'a>> {
+        session.clean = false;
+        let key = schema.lock_key();
+        let got = |conn: &mut PgConnection, sql: &str| -> Result<bool> {
+            diesel::sql_query(sql)
+                .bind::<BigInt, _>(key)
+                .get_result::<Flag>(conn)
+                .map(|f| f.flag)
+                .map_err(|e| db_error(&format!("taking the advisory lock of {schema}"), &e))
+        };
+        if !got(&mut session.conn, "SELECT pg_try_advisory_lock($1) AS flag")? {
+            log::info!("{schema}: another runner holds its lock; waiting");
+            got(
+                &mut session.conn,
+                "SELECT true AS flag FROM pg_advisory_lock($1)",
+            )?;
+        }
+        let path: Vec<String> = std::iter::once(schema)
+            .chain(suffix)
+            .map(SchemaName::quoted)
+            .collect();
+        Ok(TenantHarness {
+            session,
+            schema: schema.clone(),
+            search_path: quote_literal(&path.join(", ")),
+            released: false,
+        })
+    }
+
+    /// The tenant's schema.
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.session.conn
+    }
+
+    fn history(&self) -> String {
+        format!("{}.{HISTORY_TABLE}", self.schema.quoted())
+    }
+
+    /// Whether the schema exists.
+    pub fn schema_exists(&mut self) -> Result<bool> {
+        let literal = self.schema.literal();
+        diesel::sql_query(format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {literal}) AS flag"
+        ))
+        .get_result::<Flag>(self.conn())
+        .map(|f| f.flag)
+        .map_err(|e| db_error("checking the schema", &e))
+    }
+
+    /// Creates the history table (and, with `create_schema`, the schema) if missing.
+    pub fn prepare(&mut self, create_schema: bool) -> Result<()> {
+        let schema = self.schema.quoted();
+        let create = if create_schema {
+            format!("CREATE SCHEMA IF NOT EXISTS {schema};\n")
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "{create}CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL};",
+            self.history()
+        );
+        self.conn().batch_execute(&sql).map_err(|e| {
+            if !create_schema && e.to_string().contains("does not exist") {
+                HarnessError::MissingSchema(self.schema.to_string())
+            } else {
+                db_error("creating the history table", &e)
+            }
+        })
+    }
+
+    /// Applied versions, newest first (empty when there is no history table).
+    pub fn applied(&mut self) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT version::text AS version FROM {} ORDER BY version DESC",
+            self.history()
+        );
+        match diesel::sql_query(sql).load::<VersionRow>(self.conn()) {
+            Ok(rows) => Ok(rows.into_iter().map(|r| r.version).collect()),
+            Err(e) => {
+                let table = quote_literal(&self.history());
+                let exists =
+                    diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
+                        .get_result::<Flag>(self.conn())
+                        .map(|f| f.flag)
+                        .unwrap_or(true);
+                if exists {
+                    Err(db_error("reading the migration history", &e))
+                } else {
+                    Ok(Vec::new())
+                }
+            }
+        }
+    }
+
+    /// Runs `migration`'s `up.sql` and records it, atomically unless the migration runs
+    /// outside a transaction. With `in_transaction`, the caller has already opened a
+    /// transaction (so no BEGIN/COMMIT is sent).
+    pub fn apply(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
+        let record = format!(
+            "INSERT INTO {} (version) VALUES ({})",
+            self.history(),
+            quote_literal(&migration.version)
+        );
+        self.step(
+            migration,
+            Direction::Up,
+            &migration.up,
+            &record,
+            in_transaction,
+        )
+    }
+
+    /// Runs `migration`'s `down.sql` and removes its history row. An empty `down.sql`
+    /// only removes the row; a missing one is an error.
+    pub fn revert(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
+        let forget = format!(
+            "DELETE FROM {} WHERE version = {}",
+            self.history(),
+            quote_literal(&migration.version)
+        );
+        match &migration.down {
+            DownSql::Missing => Err(HarnessError::Irreversible(migration.dir_name.clone())),
+            DownSql::NoOp => {
+                self.conn()
+                    .batch_execute(&forget)
+                    .map_err(|e| HarnessError::Migration {
+                        migration: migration.dir_name.clone(),
+                        message: describe(&e, None),
+                    })
+            }
+            DownSql::Sql(down) => {
+                self.step(migration, Direction::Down, down, &forget, in_transaction)
+            }
+        }
+    }
+
+    /// Runs raw SQL on the harness's connection (transaction control for callers that
+    /// group several steps into one transaction).
+    pub fn execute(&mut self, sql: &str) -> Result<()> {
+        self.conn()
+            .batch_execute(sql)
+            .map_err(|e| db_error(sql, &e))
+    }
+
+    fn step(
+        &mut self,
+        m: &Migration,
+        dir: Direction,
+        body: &str,
+        bookkeeping: &str,
+        in_tx: bool,
+    ) -> Result<()> {
+        let result = if m.run_in_transaction || in_tx {
+            self.step_in_transaction(body, bookkeeping, in_tx)
+        } else {
+            self.step_outside_transaction(body, bookkeeping)
+        };
+        result.map_err(|message| {
+            let file = if dir == Direction::Up {
+                "up.sql"
+            } else {
+                "down.sql"
+            };
+            let rolled_back = if m.run_in_transaction || in_tx {
+                "rolled back"
+            } else {
+                "NOT rolled back: it runs outside a transaction; check the schema before retrying"
+            };
+            HarnessError::Migration {
+                migration: m.dir_name.clone(),
+                message: format!("{file}: {message} ({rolled_back})"),
+            }
+        })
+    }
+
+    fn enter(&self, local: bool) -> String {
+        format!(
+            "SELECT set_config('search_path', {path}, {local});\n\
+             DO $mt$BEGIN IF current_schema() IS DISTINCT FROM {schema} THEN RAISE EXCEPTION \
+             'migrate-tenants: schema % is not usable (current_schema() is %): does it exist, and may this role use it?', \
+             {schema}, current_schema(); END IF; END$mt$;\n",
+            path = self.search_path,
+            schema = self.schema.literal(),
+        )
+    }
+
+    fn check_path(&self) -> String {
+        format!(
+            "DO $mt$BEGIN IF current_setting('search_path') IS DISTINCT FROM {path} THEN RAISE EXCEPTION \
+             'migrate-tenants: the migration changed search_path to %; a migration must not change search_path', \
+             current_setting('search_path'); END IF; END$mt$;\n",
+            path = self.search_path,
+        )
+    }
+
+    /// One round trip: search_path, checks, body and bookkeeping in one transaction.
+    fn step_in_transaction(
+        &mut self,
+        body: &str,
+        bookkeeping: &str,
+        in_tx: bool,
+    ) -> std::result::Result<(), String> {
+        let (begin, commit) = if in_tx {
+            ("", "")
+        } else {
+            ("BEGIN;\n", "COMMIT;")
+        };
+        let prefix = format!("{begin}{}", self.enter(true));
+        let batch = format!(
+            "{prefix}{body}\n;\n{}{bookkeeping};\n{commit}",
+            self.check_path()
+        );
+        match self.conn().batch_execute(&batch) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let message = describe(&e, Some((prefix.chars().count(), body)));
+                if !in_tx {
+                    let _ = self.conn().batch_execute("ROLLBACK");
+                }
+                Err(message)
+            }
+        }
+    }
+
+    /// A single statement that cannot run in a transaction block: sent alone.
+    fn step_outside_transaction(
+        &mut self,
+        body: &str,
+        bookkeeping: &str,
+    ) -> std::result::Result<(), String> {
+        let enter = self.enter(false);
+        let finish = format!("{}{bookkeeping};", self.check_path());
+        let result = self
+            .conn()
+            .batch_execute(&enter)
+            .map_err(|e| describe(&e, None))
+            .and_then(|()| {
+                self.conn()
+                    .batch_execute(body)
+                    .map_err(|e| describe(&e, Some((0, body))) + &concurrently_hint(body))
+            })
+            .and_then(|()| {
+                self.conn()
+                    .batch_execute(&finish)
+                    .map_err(|e| describe(&e, None))
+            });
+        let reset = self.conn().batch_execute("RESET search_path");
+        result.and(reset.map_err(|e| describe(&e, None)))
+    }
+
+    /// Resets `search_path` and releases the lock. The connection goes back to the pool
+    /// only if this succeeds.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.unlock()
+    }
+
+    fn unlock(&mut self) -> Result<()> {
+        let sql = format!(
+            "RESET search_path; SELECT pg_advisory_unlock({});",
+            self.schema.lock_key()
+        );
+        self.conn()
+            .batch_execute(&sql)
+            .map_err(|e| db_error("releasing the advisory lock", &e))?;
+        self.session.clean = true;
+        Ok(())
+    }
+}
+
+impl Drop for TenantHarness<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(e) = self.unlock() {
+                log::warn!("{}: {e}; the connection will be closed", self.schema);
+            }
+        }
+    }
+}
+
+fn concurrently_hint(body: &str) -> String {
+    if body.to_ascii_lowercase().contains("concurrently") {
+        "; a failed CREATE INDEX CONCURRENTLY leaves an INVALID index behind: drop it before retrying".into()
+    } else {
+        String::new()
+    }
+}
+
+fn db_error(context: &str, e: &DieselError) -> HarnessError {
+    HarnessError::Database(format!("{context}: {}", describe(e, None)))
+}
+
+/// PostgreSQL's message with its detail and hint; with `body` = (characters before the
+/// body in the batch, body), the line of the body the error points at.
+pub fn describe(e: &DieselError, body: Option<(usize, &str)>) -> String {
+    let DieselError::DatabaseError(_, info) = e else {
+        return e.to_string();
+    };
+    let mut out = String::new();
+    if let (Some(pos), Some((before, body))) = (info.statement_position(), body) {
+        let pos = usize::try_from(pos).unwrap_or(0);
+        if pos > before && pos - before <= body.chars().count() {
+            let line = body
+                .chars()
+                .take(pos - before - 1)
+                .filter(|&c| c == '\n')
+                .count()
+                + 1;
+            out.push_str(&format!("line {line}: "));
+        }
+    }
+    out.push_str(info.message());
+    push_info(&mut out, "detail", info.details());
+    push_info(&mut out, "hint", info.hint());
+    out
+}
+
+fn push_info(out: &mut String, label: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        out.push_str(&format!(" ({label}: {v})"));
+    }
+}

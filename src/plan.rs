@@ -1,0 +1,222 @@
+/*!
+Planning: which migrations to apply or revert on one tenant, from its applied versions.
+
+Pure functions over the migration set, used twice per tenant: once from the catalog pass
+(to skip up-to-date tenants and to refuse an irreversible `down` before touching anyone)
+and again under the tenant's lock, where the fresh history is the source of truth.
+*/
+
+use crate::config::{Command, DownTarget};
+use crate::harness::HarnessError;
+use crate::migration_set::{DownSql, Migration, MigrationSet};
+
+/// One step of a tenant's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'s> {
+    /// Run `up.sql` and record the version.
+    Apply(&'s Migration),
+    /// Run `down.sql` and forget the version.
+    Revert(&'s Migration),
+}
+
+/// A usage error in the command itself (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+/// Checks the command's versions against the set before any database work.
+pub fn check_command(command: &Command, set: &MigrationSet) -> Result<(), CommandError> {
+    let version = match command {
+        Command::Up { to: Some(v) } | Command::Down(DownTarget::To(v)) => v,
+        Command::Redo { steps: 0 } | Command::Down(DownTarget::Steps(0)) => {
+            return Err(CommandError("--steps must be at least 1".into()));
+        }
+        _ => return Ok(()),
+    };
+    match set.resolve_version(version) {
+        Some(_) => Ok(()),
+        None => Err(CommandError(format!(
+            "version {version} is not one of the {} known migrations (see `migrate-tenants list`)",
+            set.migrations().len()
+        ))),
+    }
+}
+
+/// The steps `command` takes on a tenant whose applied versions are `applied_desc`
+/// (newest first).
+pub fn plan<'s>(
+    command: &Command,
+    set: &'s MigrationSet,
+    applied_desc: &[String],
+) -> Result<Vec<Step<'s>>, HarnessError> {
+    match command {
+        Command::Status => Ok(Vec::new()),
+        Command::Up { to } => {
+            let limit = to
+                .as_deref()
+                .and_then(|v| set.resolve_version(v))
+                .map(|m| m.version.as_str());
+            Ok(set
+                .migrations()
+                .iter()
+                .filter(|m| limit.is_none_or(|l| m.version.as_str() <= l))
+                .filter(|m| !applied_desc.contains(&m.version))
+                .map(Step::Apply)
+                .collect())
+        }
+        Command::Down(target) => {
+            let chosen: Vec<&String> = match target {
+                DownTarget::Steps(n) => applied_desc.iter().take(*n).collect(),
+                DownTarget::All => applied_desc.iter().collect(),
+                DownTarget::To(v) => {
+                    let floor = set
+                        .resolve_version(v)
+                        .map_or(v.as_str(), |m| m.version.as_str());
+                    applied_desc.iter().filter(|a| a.as_str() > floor).collect()
+                }
+            };
+            reversible(set, &chosen).map(|ms| ms.into_iter().map(Step::Revert).collect())
+        }
+        Command::Redo { steps } => {
+            let chosen: Vec<&String> = applied_desc.iter().take(*steps).collect();
+            let ms = reversible(set, &chosen)?;
+            Ok(ms
+                .iter()
+                .map(|m| Step::Revert(m))
+                .chain(ms.iter().rev().map(|m| Step::Apply(m)))
+                .collect())
+        }
+    }
+}
+
+fn reversible<'s>(
+    set: &'s MigrationSet,
+    versions: &[&String],
+) -> Result<Vec<&'s Migration>, HarnessError> {
+    versions
+        .iter()
+        .map(|v| {
+            let m = set
+                .get(v)
+                .ok_or_else(|| HarnessError::UnknownVersion(v.to_string()))?;
+            match m.down {
+                DownSql::Missing => Err(HarnessError::Irreversible(m.dir_name.clone())),
+                _ => Ok(m),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration_set::{Origin, RawMigration};
+
+    fn set() -> MigrationSet {
+        let raw = |v: &str, down: Option<&str>| RawMigration {
+            dir_name: format!("{v}_m"),
+            up: Some("SELECT 1;".into()),
+            down: down.map(Into::into),
+            metadata: None,
+        };
+        MigrationSet::validate(
+            Origin::Embedded,
+            vec![
+                raw("1", Some("SELECT 1;")),
+                raw("2", Some("")),
+                raw("3", Some("SELECT 1;")),
+                raw("4", None),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn versions(steps: &[Step<'_>]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Apply(m) => format!("+{}", m.version),
+                Step::Revert(m) => format!("-{}", m.version),
+            })
+            .collect()
+    }
+
+    fn applied(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn up_applies_missing_versions_in_order_up_to_target() {
+        let s = set();
+        assert_eq!(
+            versions(&plan(&Command::Up { to: None }, &s, &applied(&["2"])).unwrap()),
+            ["+1", "+3", "+4"]
+        );
+        assert_eq!(
+            versions(
+                &plan(
+                    &Command::Up {
+                        to: Some("3".into())
+                    },
+                    &s,
+                    &[]
+                )
+                .unwrap()
+            ),
+            ["+1", "+2", "+3"]
+        );
+    }
+
+    #[test]
+    fn down_reverts_newest_first() {
+        let s = set();
+        let a = applied(&["3", "2", "1"]);
+        assert_eq!(
+            versions(&plan(&Command::Down(DownTarget::Steps(2)), &s, &a).unwrap()),
+            ["-3", "-2"]
+        );
+        assert_eq!(
+            versions(&plan(&Command::Down(DownTarget::To("1".into())), &s, &a).unwrap()),
+            ["-3", "-2"]
+        );
+        assert_eq!(
+            versions(&plan(&Command::Down(DownTarget::All), &s, &a).unwrap()),
+            ["-3", "-2", "-1"]
+        );
+        assert_eq!(
+            versions(&plan(&Command::Redo { steps: 2 }, &s, &a).unwrap()),
+            ["-3", "-2", "+2", "+3"]
+        );
+    }
+
+    #[test]
+    fn down_refuses_irreversible_and_unknown() {
+        let s = set();
+        assert_eq!(
+            plan(
+                &Command::Down(DownTarget::Steps(1)),
+                &s,
+                &applied(&["4", "3"])
+            ),
+            Err(HarnessError::Irreversible("4_m".into()))
+        );
+        assert_eq!(
+            plan(&Command::Down(DownTarget::Steps(1)), &s, &applied(&["9"])),
+            Err(HarnessError::UnknownVersion("9".into()))
+        );
+    }
+
+    #[test]
+    fn command_versions_are_checked() {
+        let s = set();
+        assert!(check_command(
+            &Command::Up {
+                to: Some("7".into())
+            },
+            &s
+        )
+        .is_err());
+        assert!(check_command(&Command::Down(DownTarget::Steps(0)), &s).is_err());
+        assert!(check_command(&Command::Down(DownTarget::To("2".into())), &s).is_ok());
+    }
+}

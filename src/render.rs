@@ -1,0 +1,149 @@
+/*!
+Rendering reports: one line per tenant as each finishes, then a summary (human), or one
+JSON document (json). The engine never prints; this is the only place that decides how
+results look.
+*/
+
+use crate::cli::Format;
+use migrate_tenants::report::{FleetReport, Outcome, TenantReport};
+use migrate_tenants::runner::Observer;
+use migrate_tenants::tenant::NameError;
+use migrate_tenants::SchemaName;
+use std::io::Write;
+
+/// Prints reports as they arrive.
+pub struct Printer {
+    format: Format,
+    quiet: bool,
+    command: &'static str,
+}
+
+impl Printer {
+    /// A printer for `command`'s reports.
+    pub fn new(format: Format, quiet: bool, command: &'static str) -> Printer {
+        Printer {
+            format,
+            quiet,
+            command,
+        }
+    }
+
+    /// Prints the end of the run: the summary (human) or the whole report (json).
+    pub fn finish(&self, fleet: &FleetReport) {
+        let mut out = std::io::stdout().lock();
+        let _ = match self.format {
+            Format::Json => writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(fleet).unwrap_or_default()
+            ),
+            Format::Human => writeln!(out, "{}", summary(fleet)),
+        };
+    }
+}
+
+impl Observer for Printer {
+    fn discovered(&mut self, tenants: &[SchemaName], invalid: &[NameError]) {
+        if self.format == Format::Human {
+            for e in invalid {
+                eprintln!("skipped invalid tenant name: {e}");
+            }
+            if !self.quiet {
+                println!("{} tenant(s)", tenants.len());
+            }
+        }
+    }
+
+    fn tenant_done(&mut self, report: &TenantReport) {
+        if self.format == Format::Human && (!self.quiet || report.failed()) {
+            println!("{}", tenant_line(report, self.command));
+            for note in &report.notes {
+                println!("    note: {note}");
+            }
+        }
+    }
+}
+
+fn version(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("none")
+}
+
+/// One tenant's line, e.g. `acme: 20240101000003 -> 20240101000005 (2 applied, 41 ms)`.
+pub fn tenant_line(r: &TenantReport, command: &str) -> String {
+    let name = &r.schema;
+    let (before, after) = (version(&r.version_before), version(&r.version_after));
+    match &r.outcome {
+        Outcome::Unchanged if command == "status" || command == "tenant list" => {
+            if !r.exists {
+                return format!("{name}: schema does not exist");
+            }
+            let unknown = if r.unknown.is_empty() {
+                String::new()
+            } else {
+                format!(", unknown applied versions: {}", r.unknown.join(", "))
+            };
+            format!(
+                "{name}: {after} ({} applied, {} pending{unknown})",
+                r.applied_count, r.pending_count
+            )
+        }
+        Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
+        Outcome::Changed => format!(
+            "{name}: {before} -> {after} ({}, {} ms)",
+            counts(r),
+            r.elapsed_ms
+        ),
+        Outcome::Failed { migration, error } => {
+            let at = migration
+                .as_deref()
+                .map(|m| format!(" in {m}"))
+                .unwrap_or_default();
+            let done = if r.applied.is_empty() && r.reverted.is_empty() {
+                String::new()
+            } else {
+                format!(" after {}", counts(r))
+            };
+            format!("{name}: FAILED{at}{done}, left at {after}: {error}")
+        }
+        Outcome::Skipped { reason } => format!("{name}: skipped: {reason}"),
+    }
+}
+
+fn pending_note(r: &TenantReport) -> String {
+    if r.pending_count > 0 {
+        format!(" ({} later migration(s) not requested)", r.pending_count)
+    } else {
+        String::new()
+    }
+}
+
+fn counts(r: &TenantReport) -> String {
+    match (r.applied.len(), r.reverted.len()) {
+        (a, 0) => format!("{a} applied"),
+        (0, d) => format!("{d} reverted"),
+        (a, d) => format!("{d} reverted, {a} applied"),
+    }
+}
+
+/// The closing summary, naming every failed tenant.
+pub fn summary(fleet: &FleetReport) -> String {
+    let s = &fleet.summary;
+    let mut text = format!(
+        "{}: {} tenant(s): {} changed, {} unchanged, {} failed, {} skipped; {} migration(s) applied, {} reverted in {} ms",
+        fleet.command, s.tenants, s.changed, s.unchanged, s.failed, s.skipped, s.applied, s.reverted, fleet.elapsed_ms
+    );
+    if let Some(shared) = fleet.shared.as_ref().filter(|r| r.failed()) {
+        text.push_str(&format!(
+            "\nshared schema failed; no tenant was touched:\n  {}",
+            tenant_line(shared, &fleet.command)
+        ));
+    }
+    let failed: Vec<&TenantReport> = fleet.tenants.iter().filter(|r| r.failed()).collect();
+    if !failed.is_empty() {
+        text.push_str("\nfailed tenants:");
+        for r in failed {
+            text.push_str(&format!("\n  {}", tenant_line(r, &fleet.command)));
+        }
+    }
+    text
+}

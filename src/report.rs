@@ -1,0 +1,168 @@
+/*!
+Typed results: what happened to each tenant, and to the whole run.
+
+The engine returns these; renderers (human or JSON) turn them into text, and the exit code
+is computed from them in one place ([`FleetReport::exit_code`]).
+*/
+
+use crate::tenant::SchemaName;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Process exit codes (documented in the README and `--help`).
+pub mod exit {
+    /// Every tenant succeeded.
+    pub const SUCCESS: i32 = 0;
+    /// At least one tenant (or the shared schema) failed.
+    pub const TENANT_FAILED: i32 = 1;
+    /// Usage, configuration or migration-set error: nothing was touched.
+    pub const USAGE: i32 = 2;
+    /// The database could not be reached.
+    pub const UNREACHABLE: i32 = 3;
+}
+
+/// What happened to one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing to do (or `status`: just read).
+    Unchanged,
+    /// Migrations were applied and/or reverted.
+    Changed,
+    /// Work stopped at a failure; `version_after` is the last good version.
+    Failed {
+        /// Directory name of the migration that failed, if one did.
+        migration: Option<String>,
+        /// What went wrong, with PostgreSQL's message.
+        error: String,
+    },
+    /// Not attempted.
+    Skipped {
+        /// Why (`--fail-fast`, missing schema with `--missing skip`, ...).
+        reason: String,
+    },
+}
+
+/// The report of one tenant (or of the shared schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantReport {
+    /// The schema.
+    pub schema: SchemaName,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Whether the schema exists (after the run).
+    pub exists: bool,
+    /// Newest applied version before the run.
+    pub version_before: Option<String>,
+    /// Newest applied version after the run.
+    pub version_after: Option<String>,
+    /// Versions applied by this run, in order.
+    pub applied: Vec<String>,
+    /// Versions reverted by this run, in order.
+    pub reverted: Vec<String>,
+    /// History rows after the run.
+    pub applied_count: usize,
+    /// Known migrations not applied after the run.
+    pub pending_count: usize,
+    /// Applied versions this binary does not know.
+    pub unknown: Vec<String>,
+    /// Things worth saying that are not errors (no-op `down.sql`, schema created, ...).
+    pub notes: Vec<String>,
+    /// Wall time spent on this tenant, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl TenantReport {
+    /// An empty report for `schema` with `outcome`.
+    pub fn new(schema: SchemaName, outcome: Outcome) -> TenantReport {
+        TenantReport {
+            schema,
+            outcome,
+            exists: true,
+            version_before: None,
+            version_after: None,
+            applied: Vec::new(),
+            reverted: Vec::new(),
+            applied_count: 0,
+            pending_count: 0,
+            unknown: Vec::new(),
+            notes: Vec::new(),
+            elapsed_ms: 0,
+        }
+    }
+
+    /// Whether this tenant failed.
+    pub fn failed(&self) -> bool {
+        matches!(self.outcome, Outcome::Failed { .. })
+    }
+
+    /// Sets the elapsed time.
+    pub fn took(mut self, elapsed: Duration) -> TenantReport {
+        self.elapsed_ms = elapsed.as_millis().min(u64::MAX as u128) as u64;
+        self
+    }
+}
+
+/// Counts over a run's tenants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Tenants in the run.
+    pub tenants: usize,
+    /// Tenants changed.
+    pub changed: usize,
+    /// Tenants with nothing to do.
+    pub unchanged: usize,
+    /// Tenants that failed.
+    pub failed: usize,
+    /// Tenants not attempted.
+    pub skipped: usize,
+    /// Migrations applied in all.
+    pub applied: usize,
+    /// Migrations reverted in all.
+    pub reverted: usize,
+}
+
+impl Summary {
+    /// Adds one tenant's report.
+    pub fn add(&mut self, report: &TenantReport) {
+        self.tenants += 1;
+        match report.outcome {
+            Outcome::Unchanged => self.unchanged += 1,
+            Outcome::Changed => self.changed += 1,
+            Outcome::Failed { .. } => self.failed += 1,
+            Outcome::Skipped { .. } => self.skipped += 1,
+        }
+        self.applied += report.applied.len();
+        self.reverted += report.reverted.len();
+    }
+}
+
+/// The report of a whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    /// The command (`up`, `down`, `redo`, `status`, `tenant create`, ...).
+    pub command: String,
+    /// The shared schema's report, when shared migrations were part of the run.
+    pub shared: Option<TenantReport>,
+    /// One report per tenant, in tenant order.
+    pub tenants: Vec<TenantReport>,
+    /// Discovered names refused as tenant names (never executed).
+    pub invalid_names: Vec<String>,
+    /// Counts.
+    pub summary: Summary,
+    /// Wall time of the run, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl FleetReport {
+    /// The process exit code this report implies: 1 if anything failed, else 0.
+    pub fn exit_code(&self) -> i32 {
+        let shared_failed = self.shared.as_ref().is_some_and(TenantReport::failed);
+        if shared_failed || self.summary.failed > 0 {
+            exit::TENANT_FAILED
+        } else {
+            exit::SUCCESS
+        }
+    }
+}

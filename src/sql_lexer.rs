@@ -1,0 +1,323 @@
+/*!
+A small SQL lexer: splits a migration file into top-level statements.
+
+It understands what can hide a `;` or a keyword from a naive scan: `--` and nested
+`/* */` comments, string literals (standard, `E'...'` with backslash escapes), quoted
+identifiers, dollar-quoted bodies (`$$ ... $$`, `$fn$ ... $fn$`) and SQL-standard function
+bodies (`BEGIN ATOMIC ... END`). It does not parse SQL: each statement only carries its
+text and its first few words, which is enough to find top-level transaction control or
+`SET search_path`, to count statements, and to send a file statement by statement.
+*/
+
+/// One top-level statement of a SQL file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement<'a> {
+    /// The statement text, without the terminating `;`, trimmed.
+    pub text: &'a str,
+    /// 1-based line where the statement starts.
+    pub line: usize,
+    /// Its first (up to three) words, lower-cased (quoted identifiers unquoted).
+    pub words: Vec<String>,
+}
+
+impl Statement<'_> {
+    /// Whether the statement's leading words are exactly `prefix`.
+    pub fn starts_with(&self, prefix: &[&str]) -> bool {
+        self.words.len() >= prefix.len() && self.words.iter().zip(prefix).all(|(w, p)| w == p)
+    }
+}
+
+/// A construct that never ends (the file would not run either).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unterminated {what} starting on line {line}")]
+pub struct LexError {
+    /// What was left open: "string literal", "dollar-quoted body", ...
+    pub what: &'static str,
+    /// 1-based line where it starts.
+    pub line: usize,
+}
+
+/// Splits `sql` into its top-level statements (comments and empty statements dropped).
+pub fn split_statements(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
+    Lexer::new(sql).run()
+}
+
+struct Lexer<'a> {
+    src: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    out: Vec<Statement<'a>>,
+    // Current statement: start offset of its first token, its words, BEGIN ATOMIC depth.
+    start: Option<usize>,
+    words: Vec<String>,
+    tokens: usize,
+    depth: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer {
+            src,
+            bytes: src.as_bytes(),
+            pos: 0,
+            out: Vec::new(),
+            start: None,
+            words: Vec::new(),
+            tokens: 0,
+            depth: 0,
+        }
+    }
+
+    fn run(mut self) -> Result<Vec<Statement<'a>>, LexError> {
+        while self.pos < self.bytes.len() {
+            let b = self.bytes[self.pos];
+            match b {
+                b if b.is_ascii_whitespace() => self.pos += 1,
+                b'-' if self.peek(1) == Some(b'-') => self.line_comment(),
+                b'/' if self.peek(1) == Some(b'*') => self.block_comment()?,
+                b';' if self.depth == 0 => {
+                    self.finish(self.pos);
+                    self.pos += 1;
+                }
+                b'\'' => {
+                    self.token_start();
+                    self.tokens += 1;
+                    self.quoted(b'\'', false, "string literal")?;
+                }
+                b'"' => {
+                    self.token_start();
+                    let begin = self.pos;
+                    self.quoted(b'"', false, "quoted identifier")?;
+                    let ident = self.src[begin + 1..self.pos - 1].replace("\"\"", "\"");
+                    self.word(ident);
+                }
+                b'$' if self.dollar_tag().is_some() => self.dollar_body()?,
+                b if is_ident_start(b) => self.identifier()?,
+                _ => {
+                    self.token_start();
+                    self.tokens += 1;
+                    self.pos += 1;
+                }
+            }
+        }
+        self.finish(self.bytes.len());
+        Ok(self.out)
+    }
+
+    fn peek(&self, ahead: usize) -> Option<u8> {
+        self.bytes.get(self.pos + ahead).copied()
+    }
+
+    fn line_at(&self, offset: usize) -> usize {
+        self.src[..offset].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn token_start(&mut self) {
+        if self.start.is_none() {
+            self.start = Some(self.pos);
+        }
+    }
+
+    fn finish(&mut self, end: usize) {
+        if let Some(start) = self.start.take() {
+            let text = self.src[start..end].trim();
+            let line = self.line_at(start);
+            self.out.push(Statement {
+                text,
+                line,
+                words: std::mem::take(&mut self.words),
+            });
+        }
+        self.tokens = 0;
+        self.depth = 0;
+    }
+
+    fn line_comment(&mut self) {
+        while self.pos < self.bytes.len() && self.bytes[self.pos] != b'\n' {
+            self.pos += 1;
+        }
+    }
+
+    fn block_comment(&mut self) -> Result<(), LexError> {
+        let begin = self.pos;
+        let mut nesting = 0usize;
+        while self.pos < self.bytes.len() {
+            if self.bytes[self.pos] == b'/' && self.peek(1) == Some(b'*') {
+                nesting += 1;
+                self.pos += 2;
+            } else if self.bytes[self.pos] == b'*' && self.peek(1) == Some(b'/') {
+                nesting -= 1;
+                self.pos += 2;
+                if nesting == 0 {
+                    return Ok(());
+                }
+            } else {
+                self.pos += 1;
+            }
+        }
+        Err(LexError {
+            what: "block comment",
+            line: self.line_at(begin),
+        })
+    }
+
+    /// Scans a `'...'` or `"..."` token (doubled quote = escaped quote); with
+    /// `backslashes`, a backslash escapes the next byte (`E'...'`).
+    fn quoted(&mut self, quote: u8, backslashes: bool, what: &'static str) -> Result<(), LexError> {
+        let begin = self.pos;
+        self.pos += 1;
+        while self.pos < self.bytes.len() {
+            let b = self.bytes[self.pos];
+            if backslashes && b == b'\\' {
+                self.pos += 2;
+            } else if b == quote && self.peek(1) == Some(quote) {
+                self.pos += 2;
+            } else if b == quote {
+                self.pos += 1;
+                return Ok(());
+            } else {
+                self.pos += 1;
+            }
+        }
+        Err(LexError {
+            what,
+            line: self.line_at(begin),
+        })
+    }
+
+    /// The `$tag$` opening at the current position, if it is one (`$1` is a parameter).
+    fn dollar_tag(&self) -> Option<&'a str> {
+        let rest = &self.bytes[self.pos + 1..];
+        let len = rest
+            .iter()
+            .position(|&b| !(is_ident_start(b) || b.is_ascii_digit()))?;
+        if rest[len] != b'$' || rest.first().is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(&self.src[self.pos..self.pos + len + 2])
+    }
+
+    fn dollar_body(&mut self) -> Result<(), LexError> {
+        let tag = self.dollar_tag().expect("caller checked");
+        self.token_start();
+        self.tokens += 1;
+        let begin = self.pos;
+        let body_start = self.pos + tag.len();
+        match self.src[body_start..].find(tag) {
+            Some(at) => {
+                self.pos = body_start + at + tag.len();
+                Ok(())
+            }
+            None => Err(LexError {
+                what: "dollar-quoted body",
+                line: self.line_at(begin),
+            }),
+        }
+    }
+
+    fn identifier(&mut self) -> Result<(), LexError> {
+        self.token_start();
+        let begin = self.pos;
+        while self.pos < self.bytes.len() && is_ident_part(self.bytes[self.pos]) {
+            self.pos += 1;
+        }
+        let word = self.src[begin..self.pos].to_ascii_lowercase();
+        if word == "e" && self.peek(0) == Some(b'\'') {
+            self.tokens += 1;
+            return self.quoted(b'\'', true, "string literal");
+        }
+        match word.as_str() {
+            "begin" if self.tokens > 0 => self.depth += 1,
+            "case" if self.depth > 0 => self.depth += 1,
+            "end" if self.depth > 0 => self.depth -= 1,
+            _ => {}
+        }
+        self.word(word);
+        Ok(())
+    }
+
+    fn word(&mut self, word: String) {
+        self.tokens += 1;
+        if self.words.len() < 3 && self.tokens == self.words.len() + 1 {
+            self.words.push(word);
+        }
+    }
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_ident_part(b: u8) -> bool {
+    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(sql: &str) -> Vec<Vec<String>> {
+        split_statements(sql)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.words)
+            .collect()
+    }
+
+    #[test]
+    fn splits_on_top_level_semicolons_only() {
+        let sql = "CREATE TABLE a (x text DEFAULT ';'); -- ; comment\n/* ; /* nested ; */ */ SELECT \"a;b\" FROM t;\nSELECT E'it\\'s ;';";
+        let stmts = split_statements(sql).unwrap();
+        assert_eq!(stmts.len(), 3, "{stmts:?}");
+        assert_eq!(stmts[0].text, "CREATE TABLE a (x text DEFAULT ';')");
+        assert_eq!(stmts[1].line, 2);
+        assert_eq!(stmts[1].words, ["select", "a;b", "from"]);
+    }
+
+    #[test]
+    fn dollar_quoted_bodies_hide_their_contents() {
+        let sql = "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN COMMIT; END; $fn$;\nDO $$ BEGIN ROLLBACK; END $$;\nSELECT $1";
+        assert_eq!(
+            words(sql),
+            vec![vec!["create", "function", "f"], vec!["do"], vec!["select"]]
+        );
+    }
+
+    #[test]
+    fn begin_atomic_bodies_are_one_statement() {
+        let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END; COMMIT;";
+        let w = words(sql);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[1], ["commit"]);
+    }
+
+    #[test]
+    fn transaction_control_is_found_at_statement_start() {
+        let w = words("begin; create table t (); END;\nset search_path = x;");
+        assert_eq!(
+            w,
+            vec![
+                vec!["begin"],
+                vec!["create", "table", "t"],
+                vec!["end"],
+                vec!["set", "search_path"]
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_only_means_no_statements() {
+        assert!(
+            split_statements("-- Your SQL goes here\n/* nothing */\n ; ;")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn unterminated_constructs_are_errors() {
+        for sql in ["SELECT 'x", "SELECT $$ x", "/* x", "SELECT \"x"] {
+            assert!(split_statements(sql).is_err(), "{sql}");
+        }
+    }
+}
