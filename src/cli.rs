@@ -265,9 +265,18 @@ impl Global {
     }
 
     /// The library's configuration for a fleet command.
-    pub fn run_config(&self, include_shared_in_down: bool) -> Result<RunConfig, UsageError> {
+    /// `tenants` replaces the tenant flags (for commands that name their tenants).
+    pub fn run_config(
+        &self,
+        include_shared_in_down: bool,
+        tenants: Option<TenantSource>,
+    ) -> Result<RunConfig, UsageError> {
         let url = self.database_url()?;
-        let mut config = RunConfig::new(url.expose(), self.tenants.source()?);
+        let source = match tenants {
+            Some(source) => source,
+            None => self.tenants.source()?,
+        };
+        let mut config = RunConfig::new(url.expose(), source);
         config.database_url = url;
         config.migrations = self.migration_source()?;
         config.only = self.tenants.only.clone();
@@ -352,7 +361,7 @@ impl CliCommand {
                 (None, false) => DownTarget::Steps(*steps),
             }),
             CliCommand::Redo { steps } => Command::Redo { steps: *steps },
-            CliCommand::Status => Command::Status,
+            CliCommand::Status | CliCommand::Tenant(TenantCommand::List) => Command::Status,
             _ => return None,
         })
     }

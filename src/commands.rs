@@ -2,12 +2,17 @@
 What each subcommand does with the library, and the exit code it ends with.
 */
 
-use crate::cli::{Cli, CliCommand, Format, Global, UsageError};
-use crate::render::{self, Printer};
+use crate::cli::{Cli, CliCommand, Format, Global, TenantCommand, UsageError};
+use crate::render::Printer;
+use migrate_tenants::config::TenantSource;
 use migrate_tenants::database::DatabaseUrl;
+use migrate_tenants::lifecycle;
 use migrate_tenants::migration_set::DownSql;
 use migrate_tenants::report::exit;
+use migrate_tenants::report::FleetReport;
+use migrate_tenants::runner::Observer;
 use migrate_tenants::runner::{self, RunError};
+use migrate_tenants::RunConfig;
 use std::io::Write;
 
 /// Logging through env_logger (`RUST_LOG`, quiet by default). Every line passes through
@@ -35,7 +40,7 @@ pub fn dispatch(cli: Cli) -> i32 {
             name,
             no_transaction,
         } => generate(&cli.global, name, *no_transaction),
-        CliCommand::Tenant(cmd) => crate::commands::tenant(&cli.global, cmd),
+        CliCommand::Tenant(cmd) => tenant(&cli.global, cmd),
         command => fleet(&cli.global, command),
     };
     match result {
@@ -63,10 +68,15 @@ fn run_error(e: RunError) -> (i32, String) {
 
 fn fleet(global: &Global, command: &CliCommand) -> Outcome {
     let include_shared = matches!(command, CliCommand::Down { shared: true, .. });
-    let config = global.run_config(include_shared).map_err(usage)?;
+    let config = global.run_config(include_shared, None).map_err(usage)?;
+    let name = match command {
+        CliCommand::Tenant(_) => "tenant list",
+        _ => command.fleet_command().expect("fleet command").name(),
+    };
     let command = command.fleet_command().expect("fleet command");
-    let mut printer = Printer::new(global.format, global.quiet, command.name());
-    let report = runner::run(&config, &command, &mut printer).map_err(run_error)?;
+    let mut printer = Printer::new(global.format, global.quiet, name);
+    let mut report = runner::run(&config, &command, &mut printer).map_err(run_error)?;
+    report.command = name.to_string();
     printer.finish(&report);
     Ok(report.exit_code())
 }
@@ -125,9 +135,43 @@ fn generate(global: &Global, name: &str, no_transaction: bool) -> Outcome {
     Ok(exit::SUCCESS)
 }
 
-pub fn tenant(_global: &Global, _cmd: &crate::cli::TenantCommand) -> Outcome {
-    Err((exit::USAGE, "tenant commands are not built yet".into()))
+fn tenant(global: &Global, command: &TenantCommand) -> Outcome {
+    let (names, run): (&Vec<String>, Lifecycle) = match command {
+        TenantCommand::List => return fleet(global, &CliCommand::Tenant(TenantCommand::List)),
+        TenantCommand::Create {
+            names,
+            if_not_exists,
+        } => (
+            names,
+            Box::new(move |c, n, o| lifecycle::create(c, n, *if_not_exists, o)),
+        ),
+        TenantCommand::Drop { names, yes, force } => {
+            if !yes {
+                return Err((
+                    exit::USAGE,
+                    "tenant drop deletes the tenants' schemas and data: add --yes to confirm"
+                        .into(),
+                ));
+            }
+            (
+                names,
+                Box::new(move |c, n, o| lifecycle::drop(c, n, *force, o)),
+            )
+        }
+    };
+    let config = global
+        .run_config(false, Some(TenantSource::List(names.clone())))
+        .map_err(usage)?;
+    let name = if matches!(command, TenantCommand::Create { .. }) {
+        "tenant create"
+    } else {
+        "tenant drop"
+    };
+    let mut printer = Printer::new(global.format, global.quiet, name);
+    let report = run(&config, names, &mut printer).map_err(run_error)?;
+    printer.finish(&report);
+    Ok(report.exit_code())
 }
 
-#[allow(dead_code)]
-fn _render(_: &render::Printer) {}
+type Lifecycle<'a> =
+    Box<dyn Fn(&RunConfig, &[String], &mut dyn Observer) -> Result<FleetReport, RunError> + 'a>;

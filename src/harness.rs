@@ -172,6 +172,21 @@ impl<'a> TenantHarness<'a> {
         .map_err(|e| db_error("checking the schema", &e))
     }
 
+    /// Whether the schema has a history table (whether it is a tenant at all).
+    pub fn has_history(&mut self) -> Result<bool> {
+        let table = quote_literal(&self.history());
+        diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
+            .get_result::<Flag>(self.conn())
+            .map(|f| f.flag)
+            .map_err(|e| db_error("looking for the history table", &e))
+    }
+
+    /// `DROP SCHEMA ... CASCADE`: the tenant and all its data.
+    pub fn drop_schema(&mut self) -> Result<()> {
+        let sql = format!("DROP SCHEMA {} CASCADE", self.schema.quoted());
+        self.execute(&sql)
+    }
+
     /// Creates the history table (and, with `create_schema`, the schema) if missing.
     pub fn prepare(&mut self, create_schema: bool) -> Result<()> {
         let schema = self.schema.quoted();

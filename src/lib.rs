@@ -11,6 +11,7 @@ reports the engine returns. Nothing here prints or exits.
 - [`harness`]: one tenant's migrations on one connection: locking, bookkeeping, checks.
 - [`catalog`]: the state of a whole fleet in a few set-based queries.
 - [`discovery`]: which tenants a run is about.
+- [`lifecycle`]: `tenant create` (atomic) and `tenant drop`.
 - [`runner`]: the fleet runner: plans, workers, reports.
 - [`report`]: typed per-tenant and per-run reports, and the exit code they imply.
 - [`generate`]: new migration directories in the diesel CLI's format.
@@ -23,6 +24,7 @@ pub mod discovery;
 pub mod embedded;
 pub mod generate;
 pub mod harness;
+pub mod lifecycle;
 pub mod migration_set;
 pub mod plan;
 pub mod report;

@@ -54,6 +54,12 @@ impl Observer for Printer {
         }
     }
 
+    fn shared_done(&mut self, report: &TenantReport) {
+        if self.format == Format::Human && (!self.quiet || report.failed()) {
+            println!("shared schema {}", tenant_line(report, self.command));
+        }
+    }
+
     fn tenant_done(&mut self, report: &TenantReport) {
         if self.format == Format::Human && (!self.quiet || report.failed()) {
             println!("{}", tenant_line(report, self.command));
@@ -85,6 +91,16 @@ pub fn tenant_line(r: &TenantReport, command: &str) -> String {
             format!(
                 "{name}: {after} ({} applied, {} pending{unknown})",
                 r.applied_count, r.pending_count
+            )
+        }
+        Outcome::Changed if command == "tenant drop" => {
+            format!("{name}: dropped (was at {before}, {} ms)", r.elapsed_ms)
+        }
+        Outcome::Changed if command == "tenant create" && r.version_before.is_none() => {
+            format!(
+                "{name}: created at {after} ({}, {} ms)",
+                counts(r),
+                r.elapsed_ms
             )
         }
         Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),

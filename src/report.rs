@@ -156,6 +156,33 @@ pub struct FleetReport {
 }
 
 impl FleetReport {
+    /// An empty report for `command`.
+    pub fn new(command: &str) -> FleetReport {
+        FleetReport {
+            command: command.to_string(),
+            shared: None,
+            tenants: Vec::new(),
+            invalid_names: Vec::new(),
+            summary: Summary::default(),
+            elapsed_ms: 0,
+        }
+    }
+
+    /// Adds the tenants' reports (sorted by schema), counts them and stamps the time.
+    pub fn finish(
+        mut self,
+        mut tenants: Vec<TenantReport>,
+        started: std::time::Instant,
+    ) -> FleetReport {
+        tenants.sort_by(|a, b| a.schema.cmp(&b.schema));
+        for report in &tenants {
+            self.summary.add(report);
+        }
+        self.tenants = tenants;
+        self.elapsed_ms = started.elapsed().as_millis().min(u64::MAX as u128) as u64;
+        self
+    }
+
     /// The process exit code this report implies: 1 if anything failed, else 0.
     pub fn exit_code(&self) -> i32 {
         let shared_failed = self.shared.as_ref().is_some_and(TenantReport::failed);

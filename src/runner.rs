@@ -16,7 +16,7 @@ use crate::discovery::{self, DiscoveryError};
 use crate::harness::{HarnessError, TenantHarness};
 use crate::migration_set::{MigrationSet, SetError};
 use crate::plan::{self, CommandError, Step};
-use crate::report::{exit, FleetReport, Outcome, Summary, TenantReport};
+use crate::report::{exit, FleetReport, Outcome, TenantReport};
 use crate::tenant::{NameError, SchemaName};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -26,7 +26,11 @@ use std::time::Instant;
 pub trait Observer {
     /// Tenants were discovered (after selection) and some names were refused.
     fn discovered(&mut self, _tenants: &[SchemaName], _invalid: &[NameError]) {}
-    /// One tenant (or the shared schema) is done.
+    /// The shared schema's migrations are done.
+    fn shared_done(&mut self, report: &TenantReport) {
+        self.tenant_done(report);
+    }
+    /// One tenant is done.
     fn tenant_done(&mut self, _report: &TenantReport) {}
 }
 
@@ -81,56 +85,87 @@ pub fn run(
     command: &Command,
     observer: &mut dyn Observer,
 ) -> Result<FleetReport, RunError> {
-    let started = Instant::now();
     let set = load_set(&config.migrations)?;
     plan::check_command(command, &set)?;
-    let shared_set = shared_set(config, command)?;
-    let mut db = Database::connect(
-        &config.database_url,
-        config.concurrency,
-        config.connect_timeout,
-    )?;
-    let mut fleet = FleetReport {
-        command: command.name().to_string(),
-        shared: None,
-        tenants: Vec::new(),
-        invalid_names: Vec::new(),
-        summary: Summary::default(),
-        elapsed_ms: 0,
+    let Started {
+        mut db,
+        mut fleet,
+        clock,
+    } = match start(config, command, observer)? {
+        Start::Continue(started) => started,
+        Start::SharedFailed(fleet) => return Ok(fleet),
     };
-    if let Some(shared) = &shared_set {
-        let report = run_shared(&mut db.control, config, command, shared);
-        observer.tenant_done(&report);
-        let failed = report.failed();
-        fleet.shared = Some(report);
-        if failed {
-            fleet.elapsed_ms = started.elapsed().as_millis() as u64;
-            return Ok(fleet);
-        }
-    }
-    let names = discovery::read_names(&mut db.control.conn, &config.tenants)?;
-    let found = discovery::select(names, &config.only, &config.exclude, config.strict)?;
-    observer.discovered(&found.tenants, &found.invalid);
-    fleet.invalid_names = found.invalid.iter().map(ToString::to_string).collect();
-    let states = catalog::read_states(&mut db.control.conn, &found.tenants, &set).map_err(|e| {
+    let found = discover(config, &mut db, &mut fleet, observer)?;
+    let states = catalog::read_states(&mut db.control.conn, &found, &set).map_err(|e| {
         RunError::Database(format!(
             "reading the tenants' state: {}",
             db.url.scrub(&e.to_string())
         ))
     })?;
-    refuse_irreversible(command, &set, &found.tenants, &states)?;
+    refuse_irreversible(command, &set, &found, &states)?;
     let fleet_run = FleetRun {
         config,
         command,
         set: &set,
         pool: &db.pool,
     };
-    fleet.tenants = fleet_run.run(found.tenants, states, observer);
-    for report in &fleet.tenants {
-        fleet.summary.add(report);
+    let reports = fleet_run.run(found, states, observer);
+    Ok(fleet.finish(reports, clock))
+}
+
+/// A run that is connected and past the shared schema.
+pub(crate) struct Started {
+    pub(crate) db: Database,
+    pub(crate) fleet: FleetReport,
+    pub(crate) clock: Instant,
+}
+
+/// What [`start`] found.
+pub(crate) enum Start {
+    /// Go on to the tenants.
+    Continue(Started),
+    /// The shared migrations failed: the run ends here, no tenant touched.
+    SharedFailed(FleetReport),
+}
+
+/// Connects and runs the shared schema's migrations (when `command` includes them).
+pub(crate) fn start(
+    config: &RunConfig,
+    command: &Command,
+    observer: &mut dyn Observer,
+) -> Result<Start, RunError> {
+    let clock = Instant::now();
+    let shared_set = shared_set(config, command)?;
+    let mut db = Database::connect(
+        &config.database_url,
+        config.concurrency,
+        config.connect_timeout,
+    )?;
+    let mut fleet = FleetReport::new(command.name());
+    if let Some(shared) = &shared_set {
+        let report = run_shared(&mut db.control, config, command, shared);
+        observer.shared_done(&report);
+        let failed = report.failed();
+        fleet.shared = Some(report);
+        if failed {
+            return Ok(Start::SharedFailed(fleet.finish(Vec::new(), clock)));
+        }
     }
-    fleet.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(fleet)
+    Ok(Start::Continue(Started { db, fleet, clock }))
+}
+
+/// Reads, validates and selects the tenants; records refused names in the report.
+pub(crate) fn discover(
+    config: &RunConfig,
+    db: &mut Database,
+    fleet: &mut FleetReport,
+    observer: &mut dyn Observer,
+) -> Result<Vec<SchemaName>, RunError> {
+    let names = discovery::read_names(&mut db.control.conn, &config.tenants)?;
+    let found = discovery::select(names, &config.only, &config.exclude, config.strict)?;
+    observer.discovered(&found.tenants, &found.invalid);
+    fleet.invalid_names = found.invalid.iter().map(ToString::to_string).collect();
+    Ok(found.tenants)
 }
 
 /// The shared set, when this command runs it: `up` always (when there is a set), `down`
@@ -236,11 +271,11 @@ fn preview(names: &[&str]) -> String {
 }
 
 /// One tenant to work on.
-struct Tenant {
-    schema: SchemaName,
-    exists: bool,
+pub(crate) struct Tenant {
+    pub(crate) schema: SchemaName,
+    pub(crate) exists: bool,
     /// Create the schema if it is missing.
-    create: bool,
+    pub(crate) create: bool,
 }
 
 /// The shared, read-only parts of a fleet run.
@@ -272,7 +307,6 @@ impl FleetRun<'_> {
             }
         }
         reports.extend(self.run_workers(work, observer));
-        reports.sort_by(|a, b| a.schema.cmp(&b.schema));
         reports
     }
 
@@ -309,40 +343,12 @@ impl FleetRun<'_> {
     }
 
     fn run_workers(&self, work: Vec<Tenant>, observer: &mut dyn Observer) -> Vec<TenantReport> {
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let (tx, rx) = mpsc::channel::<TenantReport>();
-        let workers = self.config.concurrency.clamp(1, work.len().max(1));
-        let mut reports = Vec::with_capacity(work.len());
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let tx = tx.clone();
-                let (next, stop, work) = (&next, &stop, &work);
-                scope.spawn(move || {
-                    while let Some(tenant) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let report = if stop.load(Ordering::Relaxed) {
-                            TenantRun::new(tenant, self.command, self.set)
-                                .skip("not started: an earlier tenant failed (--fail-fast)")
-                                .finish()
-                        } else {
-                            self.migrate(tenant)
-                        };
-                        if report.failed() && self.config.fail_fast {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                        if tx.send(report).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(tx);
-            for report in rx {
-                observer.tenant_done(&report);
-                reports.push(report);
-            }
-        });
-        reports
+        let skipped = |t: &Tenant| {
+            TenantRun::new(t, self.command, self.set)
+                .skip("not started: an earlier tenant failed (--fail-fast)")
+                .finish()
+        };
+        parallel(self.config, &work, observer, |t| self.migrate(t), skipped)
     }
 
     /// One tenant on one pooled connection, start to finish.
@@ -362,8 +368,57 @@ impl FleetRun<'_> {
     }
 }
 
+/// Runs `work` on `config.concurrency` threads; each item's report goes to `observer`
+/// (on this thread) as soon as it is done. After a failure with `fail_fast`, items not
+/// yet started get `skipped(item)` instead of `each(item)`.
+pub(crate) fn parallel<W, F, S>(
+    config: &RunConfig,
+    work: &[W],
+    observer: &mut dyn Observer,
+    each: F,
+    skipped: S,
+) -> Vec<TenantReport>
+where
+    W: Sync,
+    F: Fn(&W) -> TenantReport + Sync,
+    S: Fn(&W) -> TenantReport + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<TenantReport>();
+    let workers = config.concurrency.clamp(1, work.len().max(1));
+    let mut reports = Vec::with_capacity(work.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, stop, each, skipped) = (&next, &stop, &each, &skipped);
+            scope.spawn(move || {
+                while let Some(item) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let report = if stop.load(Ordering::Relaxed) {
+                        skipped(item)
+                    } else {
+                        each(item)
+                    };
+                    if report.failed() && config.fail_fast {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send(report).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for report in rx {
+            observer.tenant_done(&report);
+            reports.push(report);
+        }
+    });
+    reports
+}
+
 /// The state of one tenant's run, turned into its report at the end.
-struct TenantRun<'r> {
+pub(crate) struct TenantRun<'r> {
     tenant: &'r Tenant,
     command: &'r Command,
     set: &'r MigrationSet,
@@ -374,7 +429,7 @@ struct TenantRun<'r> {
 }
 
 impl<'r> TenantRun<'r> {
-    fn new(tenant: &'r Tenant, command: &'r Command, set: &'r MigrationSet) -> Self {
+    pub(crate) fn new(tenant: &'r Tenant, command: &'r Command, set: &'r MigrationSet) -> Self {
         let mut report = TenantReport::new(tenant.schema.clone(), Outcome::Unchanged);
         report.exists = tenant.exists;
         TenantRun {
@@ -387,17 +442,17 @@ impl<'r> TenantRun<'r> {
         }
     }
 
-    fn record_state(&mut self, applied_desc: &[String]) {
+    pub(crate) fn record_state(&mut self, applied_desc: &[String]) {
         self.applied = applied_desc.to_vec();
         self.report.version_before = self.applied.first().cloned();
     }
 
-    fn note(mut self, note: &str) -> Self {
+    pub(crate) fn note(mut self, note: &str) -> Self {
         self.report.notes.push(note.to_string());
         self
     }
 
-    fn skip(mut self, reason: &str) -> Self {
+    pub(crate) fn skip(mut self, reason: &str) -> Self {
         self.report.outcome = Outcome::Skipped {
             reason: reason.to_string(),
         };
@@ -409,7 +464,7 @@ impl<'r> TenantRun<'r> {
         self
     }
 
-    fn fail_with(&mut self, migration: Option<String>, error: String) {
+    pub(crate) fn fail_with(&mut self, migration: Option<String>, error: String) {
         self.report.outcome = Outcome::Failed { migration, error };
     }
 
@@ -427,7 +482,7 @@ impl<'r> TenantRun<'r> {
     }
 
     /// Locks the tenant, re-reads its history, and runs its plan.
-    fn execute(&mut self, session: &mut Session, suffix: &[SchemaName]) {
+    pub(crate) fn execute(&mut self, session: &mut Session, suffix: &[SchemaName]) {
         if let Err(e) = self.execute_locked(session, suffix) {
             self.fail_with(e.migration().map(str::to_string), e.to_string());
         }
@@ -478,7 +533,7 @@ impl<'r> TenantRun<'r> {
         Ok(())
     }
 
-    fn finish(mut self) -> TenantReport {
+    pub(crate) fn finish(mut self) -> TenantReport {
         let r = &mut self.report;
         let changed = !r.applied.is_empty() || !r.reverted.is_empty();
         if changed && r.outcome == Outcome::Unchanged {

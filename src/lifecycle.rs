@@ -1,0 +1,256 @@
+/*!
+Tenant lifecycle: `tenant create` and `tenant drop`.
+
+Creating a tenant is all or nothing: the schema, its history table and every migration run
+in one transaction, so a failing migration leaves no schema behind. (A set with a
+migration that must run outside a transaction cannot be atomic; then the schema is created,
+migrated, and dropped again if a migration fails.) Dropping takes the tenant's lock,
+refuses schemas that are not tenants unless forced, and never touches system schemas,
+which [`SchemaName::tenant`] already refuses.
+*/
+
+use crate::config::{Command, RunConfig};
+use crate::database::{Pool, Session};
+use crate::harness::{HarnessError, TenantHarness};
+use crate::migration_set::MigrationSet;
+use crate::plan::{self, Step};
+use crate::report::{FleetReport, Outcome, TenantReport};
+use crate::runner::{self, load_set, Observer, RunError, Start, Started, Tenant, TenantRun};
+use crate::tenant::SchemaName;
+use std::time::Instant;
+
+/// Validates listed names strictly: a lifecycle command never skips a bad name.
+fn names(list: &[String]) -> Result<Vec<SchemaName>, RunError> {
+    let mut schemas = Vec::new();
+    for name in list {
+        schemas.push(SchemaName::tenant(name).map_err(|e| RunError::Refused(e.to_string()))?);
+    }
+    schemas.sort();
+    schemas.dedup();
+    Ok(schemas)
+}
+
+/// Creates each tenant and applies every migration to it atomically.
+pub fn create(
+    config: &RunConfig,
+    list: &[String],
+    if_not_exists: bool,
+    observer: &mut dyn Observer,
+) -> Result<FleetReport, RunError> {
+    let schemas = names(list)?;
+    let set = load_set(&config.migrations)?;
+    let up = Command::Up { to: None };
+    let Started { db, fleet, clock } = match runner::start(config, &up, observer)? {
+        Start::Continue(started) => started,
+        Start::SharedFailed(fleet) => return Ok(fleet),
+    };
+    let mut fleet = fleet;
+    fleet.command = "tenant create".into();
+    let creator = Creator {
+        config,
+        set: &set,
+        pool: &db.pool,
+        if_not_exists,
+    };
+    let skipped =
+        |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
+    let reports = runner::parallel(config, &schemas, observer, |s| creator.create(s), skipped);
+    Ok(fleet.finish(reports, clock))
+}
+
+/// Drops each tenant schema (`CASCADE`) under its lock.
+pub fn drop(
+    config: &RunConfig,
+    list: &[String],
+    force: bool,
+    observer: &mut dyn Observer,
+) -> Result<FleetReport, RunError> {
+    let schemas = names(list)?;
+    let clock = Instant::now();
+    let db = crate::database::Database::connect(
+        &config.database_url,
+        config.concurrency,
+        config.connect_timeout,
+    )?;
+    let skipped =
+        |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
+    let drop_one = |s: &SchemaName| {
+        with_session(&db.pool, config, s, |session| {
+            drop_tenant(session, s, force)
+        })
+    };
+    let reports = runner::parallel(config, &schemas, observer, drop_one, skipped);
+    Ok(FleetReport::new("tenant drop").finish(reports, clock))
+}
+
+fn skipped(schema: &SchemaName, reason: &str) -> TenantReport {
+    TenantReport::new(
+        schema.clone(),
+        Outcome::Skipped {
+            reason: reason.into(),
+        },
+    )
+}
+
+/// Checks out a connection and runs `work`, turning every failure into the report.
+fn with_session<F>(pool: &Pool, config: &RunConfig, schema: &SchemaName, work: F) -> TenantReport
+where
+    F: FnOnce(&mut Session) -> Result<TenantReport, HarnessError>,
+{
+    let started = Instant::now();
+    let result = match pool.get() {
+        Ok(mut session) => work(&mut session),
+        Err(e) => Err(HarnessError::Database(format!(
+            "no database connection: {}",
+            config.database_url.scrub(&e.to_string())
+        ))),
+    };
+    let report = result.unwrap_or_else(|e| {
+        let migration = e.migration().map(str::to_string);
+        TenantReport::new(
+            schema.clone(),
+            Outcome::Failed {
+                migration,
+                error: e.to_string(),
+            },
+        )
+    });
+    report.took(started.elapsed())
+}
+
+fn drop_tenant(
+    session: &mut Session,
+    schema: &SchemaName,
+    force: bool,
+) -> Result<TenantReport, HarnessError> {
+    let mut h = TenantHarness::lock(session, schema, &[])?;
+    if !h.schema_exists()? {
+        return Err(HarnessError::MissingSchema(schema.to_string()));
+    }
+    let version = if h.has_history()? {
+        h.applied()?.first().cloned()
+    } else if force {
+        None
+    } else {
+        return Err(HarnessError::Database(format!(
+            "schema {schema} has no __diesel_schema_migrations table, so it is not a tenant; refusing to drop it (use --force)"
+        )));
+    };
+    h.drop_schema()?;
+    h.release()?;
+    let mut report = TenantReport::new(schema.clone(), Outcome::Changed);
+    report.exists = false;
+    report.version_before = version;
+    Ok(report)
+}
+
+struct Creator<'c> {
+    config: &'c RunConfig,
+    set: &'c MigrationSet,
+    pool: &'c Pool,
+    if_not_exists: bool,
+}
+
+impl Creator<'_> {
+    fn create(&self, schema: &SchemaName) -> TenantReport {
+        with_session(self.pool, self.config, schema, |session| {
+            self.create_on(session, schema)
+        })
+    }
+
+    fn create_on(
+        &self,
+        session: &mut Session,
+        schema: &SchemaName,
+    ) -> Result<TenantReport, HarnessError> {
+        let mut h = TenantHarness::lock(session, schema, &self.config.search_path_suffix)?;
+        if h.schema_exists()? {
+            if !self.if_not_exists {
+                return Err(HarnessError::Database(format!(
+                    "schema {schema} already exists (use --if-not-exists to migrate it instead)"
+                )));
+            }
+            h.release()?;
+            let tenant = Tenant {
+                schema: schema.clone(),
+                exists: true,
+                create: false,
+            };
+            let up = Command::Up { to: None };
+            let mut run = TenantRun::new(&tenant, &up, self.set);
+            run.execute(session, &self.config.search_path_suffix);
+            return Ok(run.finish());
+        }
+        let steps = plan::plan(&Command::Up { to: None }, self.set, &[])?;
+        let atomic = self.set.migrations().iter().all(|m| m.run_in_transaction);
+        let applied = if atomic {
+            create_atomically(&mut h, &steps)?
+        } else {
+            create_then_compensate(&mut h, &steps)?
+        };
+        h.release()?;
+        let mut report = TenantReport::new(schema.clone(), Outcome::Changed);
+        report.version_after = applied.last().cloned();
+        report.applied_count = applied.len();
+        report.applied = applied;
+        Ok(report)
+    }
+}
+
+/// One transaction: schema, history table and every migration, or nothing.
+fn create_atomically(
+    h: &mut TenantHarness<'_>,
+    steps: &[Step<'_>],
+) -> Result<Vec<String>, HarnessError> {
+    h.execute("BEGIN")?;
+    let result = h.prepare(true).and_then(|()| apply_all(h, steps, true));
+    match result {
+        Ok(applied) => {
+            h.execute("COMMIT")?;
+            Ok(applied)
+        }
+        Err(e) => {
+            let _ = h.execute("ROLLBACK");
+            Err(nothing_left(e, "the schema was not created"))
+        }
+    }
+}
+
+/// For sets with non-transactional migrations: create, migrate, drop again on failure.
+fn create_then_compensate(
+    h: &mut TenantHarness<'_>,
+    steps: &[Step<'_>],
+) -> Result<Vec<String>, HarnessError> {
+    h.prepare(true)?;
+    apply_all(h, steps, false).map_err(|e| match h.drop_schema() {
+        Ok(()) => nothing_left(e, "the half-created schema was dropped again"),
+        Err(drop) => HarnessError::Database(format!(
+            "{e}; dropping the half-created schema failed too: {drop}"
+        )),
+    })
+}
+
+fn apply_all(
+    h: &mut TenantHarness<'_>,
+    steps: &[Step<'_>],
+    in_transaction: bool,
+) -> Result<Vec<String>, HarnessError> {
+    let mut applied = Vec::new();
+    for step in steps {
+        if let Step::Apply(m) = step {
+            h.apply(m, in_transaction)?;
+            applied.push(m.version.clone());
+        }
+    }
+    Ok(applied)
+}
+
+fn nothing_left(e: HarnessError, what_happened: &str) -> HarnessError {
+    match e {
+        HarnessError::Migration { migration, message } => HarnessError::Migration {
+            migration,
+            message: format!("{message}; {what_happened}"),
+        },
+        other => HarnessError::Database(format!("{other}; {what_happened}")),
+    }
+}
