@@ -88,11 +88,7 @@ pub fn read_states(
     tenants: &[SchemaName],
     set: &MigrationSet,
 ) -> QueryResult<Vec<TenantState>> {
-    let index: HashMap<&str, usize> = tenants
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = tenants.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
     let mut states = vec![TenantState::default(); tenants.len()];
     let names: Vec<&str> = tenants.iter().map(SchemaName::as_str).collect();
     let rows: Vec<SchemaRow> = diesel::sql_query(format!(

@@ -6,9 +6,7 @@ user typed into a [`RunConfig`] and a command once, checking what clap cannot.
 */
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use migrate_tenants::config::{
-    DownTarget, MigrationSource, MissingPolicy, SharedConfig, TenantSource,
-};
+use migrate_tenants::config::{DownTarget, MigrationSource, MissingPolicy, SharedConfig, TenantSource};
 use migrate_tenants::database::DatabaseUrl;
 use migrate_tenants::{Command, RunConfig, SchemaName};
 use std::path::{Path, PathBuf};
@@ -88,13 +86,7 @@ pub struct Global {
 #[derive(Debug, Args)]
 pub struct TenantArgs {
     /// Tenant schemas, comma-separated.
-    #[arg(
-        long,
-        env = "TENANTS",
-        global = true,
-        value_delimiter = ',',
-        value_name = "NAMES"
-    )]
+    #[arg(long, env = "TENANTS", global = true, value_delimiter = ',', value_name = "NAMES")]
     pub tenants: Vec<String>,
 
     /// File with one tenant per line (# comments and blank lines ignored; - reads stdin).
@@ -106,12 +98,7 @@ pub struct TenantArgs {
     pub tenants_query: Option<String>,
 
     /// SQL LIKE pattern over existing schemas, e.g. 'tenant_%' (never pg_*, information_schema, public).
-    #[arg(
-        long,
-        env = "TENANT_SCHEMA_PATTERN",
-        global = true,
-        value_name = "PATTERN"
-    )]
+    #[arg(long, env = "TENANT_SCHEMA_PATTERN", global = true, value_name = "PATTERN")]
     pub schema_pattern: Option<String>,
 
     /// Only this tenant (repeatable).
@@ -236,13 +223,9 @@ impl Global {
     /// The database URL, or a usage error saying how to give one.
     pub fn database_url(&self) -> Result<DatabaseUrl, UsageError> {
         match &self.database_url {
-            Some(url) if !url.trim().is_empty() => Ok(DatabaseUrl::new(
-                url,
-                Duration::from_secs(self.connect_timeout),
-            )),
+            Some(url) if !url.trim().is_empty() => Ok(DatabaseUrl::new(url, Duration::from_secs(self.connect_timeout))),
             _ => Err(UsageError(
-                "no database: pass --database-url or set DATABASE_URL (a .env file works too)"
-                    .into(),
+                "no database: pass --database-url or set DATABASE_URL (a .env file works too)".into(),
             )),
         }
     }
@@ -291,8 +274,7 @@ impl Global {
         config.search_path_suffix = schema_list(&self.search_path_suffix)?;
         config.fail_fast = self.fail_fast;
         config.shared = SharedConfig {
-            schema: SchemaName::shared(&self.shared_schema)
-                .map_err(|e| UsageError(format!("--shared-schema: {e}")))?,
+            schema: SchemaName::shared(&self.shared_schema).map_err(|e| UsageError(format!("--shared-schema: {e}")))?,
             migrations: Some(
                 self.shared_migrations_dir
                     .clone()
@@ -318,10 +300,7 @@ impl TenantArgs {
             sources.push(("--tenants-file", TenantSource::File(path.clone())));
         }
         if let Some(sql) = &self.tenants_query {
-            sources.push((
-                "--tenants-query/TENANTS_QUERY",
-                TenantSource::Query(sql.clone()),
-            ));
+            sources.push(("--tenants-query/TENANTS_QUERY", TenantSource::Query(sql.clone())));
         }
         if let Some(pattern) = &self.schema_pattern {
             sources.push((
@@ -371,17 +350,14 @@ fn schema_list(list: &str) -> Result<Vec<SchemaName>, UsageError> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            SchemaName::shared(s).map_err(|e| UsageError(format!("--search-path-suffix: {e}")))
-        })
+        .map(|s| SchemaName::shared(s).map_err(|e| UsageError(format!("--search-path-suffix: {e}"))))
         .collect()
 }
 
 /// `[migrations_directory] dir` from `DIESEL_CONFIG_FILE` or `./diesel.toml`, relative
 /// to the file's directory.
 fn diesel_toml_dir() -> Result<Option<PathBuf>, UsageError> {
-    let path = std::env::var_os("DIESEL_CONFIG_FILE")
-        .map_or_else(|| PathBuf::from("diesel.toml"), PathBuf::from);
+    let path = std::env::var_os("DIESEL_CONFIG_FILE").map_or_else(|| PathBuf::from("diesel.toml"), PathBuf::from);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -36,10 +36,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     };
     let result = match &cli.command {
         CliCommand::List => list(&cli.global),
-        CliCommand::Generate {
-            name,
-            no_transaction,
-        } => generate(&cli.global, name, *no_transaction),
+        CliCommand::Generate { name, no_transaction } => generate(&cli.global, name, *no_transaction),
         CliCommand::Tenant(cmd) => tenant(&cli.global, cmd),
         command => fleet(&cli.global, command),
     };
@@ -97,17 +94,10 @@ fn list(global: &Global) -> Outcome {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(exit::SUCCESS);
     }
-    println!(
-        "{} migration(s) from {}",
-        set.migrations().len(),
-        set.origin()
-    );
+    println!("{} migration(s) from {}", set.migrations().len(), set.origin());
     for m in set.migrations() {
         let down = match m.down {
             DownSql::Missing => "no down.sql (irreversible)",
@@ -126,9 +116,8 @@ fn list(global: &Global) -> Outcome {
 
 fn generate(global: &Global, name: &str, no_transaction: bool) -> Outcome {
     let dir = global.generate_dir().map_err(usage)?;
-    let created =
-        migrate_tenants::generate::generate(&dir, name, chrono::Utc::now(), !no_transaction)
-            .map_err(|e| (exit::USAGE, e.to_string()))?;
+    let created = migrate_tenants::generate::generate(&dir, name, chrono::Utc::now(), !no_transaction)
+        .map_err(|e| (exit::USAGE, e.to_string()))?;
     println!("created {}", created.display());
     println!("  {}", created.join("up.sql").display());
     println!("  {}", created.join("down.sql").display());
@@ -138,10 +127,7 @@ fn generate(global: &Global, name: &str, no_transaction: bool) -> Outcome {
 fn tenant(global: &Global, command: &TenantCommand) -> Outcome {
     let (names, run): (&Vec<String>, Lifecycle) = match command {
         TenantCommand::List => return fleet(global, &CliCommand::Tenant(TenantCommand::List)),
-        TenantCommand::Create {
-            names,
-            if_not_exists,
-        } => (
+        TenantCommand::Create { names, if_not_exists } => (
             names,
             Box::new(move |c, n, o| lifecycle::create(c, n, *if_not_exists, o)),
         ),
@@ -149,14 +135,10 @@ fn tenant(global: &Global, command: &TenantCommand) -> Outcome {
             if !yes {
                 return Err((
                     exit::USAGE,
-                    "tenant drop deletes the tenants' schemas and data: add --yes to confirm"
-                        .into(),
+                    "tenant drop deletes the tenants' schemas and data: add --yes to confirm".into(),
                 ));
             }
-            (
-                names,
-                Box::new(move |c, n, o| lifecycle::drop(c, n, *force, o)),
-            )
+            (names, Box::new(move |c, n, o| lifecycle::drop(c, n, *force, o)))
         }
     };
     let config = global
@@ -173,5 +155,4 @@ fn tenant(global: &Global, command: &TenantCommand) -> Outcome {
     Ok(report.exit_code())
 }
 
-type Lifecycle<'a> =
-    Box<dyn Fn(&RunConfig, &[String], &mut dyn Observer) -> Result<FleetReport, RunError> + 'a>;
+type Lifecycle<'a> = Box<dyn Fn(&RunConfig, &[String], &mut dyn Observer) -> Result<FleetReport, RunError> + 'a>;

@@ -28,10 +28,9 @@ impl DatabaseUrl {
         let secs = connect_timeout.as_secs().max(1);
         match url::Url::parse(raw) {
             Ok(mut url) if matches!(url.scheme(), "postgres" | "postgresql") => {
-                let password = url.password().map(|p| percent_decode(p));
+                let password = url.password().map(percent_decode);
                 if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
-                    url.query_pairs_mut()
-                        .append_pair("connect_timeout", &secs.to_string());
+                    url.query_pairs_mut().append_pair("connect_timeout", &secs.to_string());
                 }
                 DatabaseUrl {
                     raw: url.to_string(),
@@ -58,8 +57,7 @@ impl DatabaseUrl {
     pub fn scrub(&self, text: &str) -> String {
         match &self.password {
             Some(p) if !p.is_empty() => {
-                let encoded =
-                    url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>();
+                let encoded = url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>();
                 text.replace(p.as_str(), "***").replace(&encoded, "***")
             }
             _ => text.to_string(),
@@ -157,11 +155,7 @@ pub struct Database {
 impl Database {
     /// Connects once (failing within the URL's `connect_timeout`) and prepares a pool of
     /// `size` connections, opened lazily.
-    pub fn connect(
-        url: &DatabaseUrl,
-        size: usize,
-        connect_timeout: Duration,
-    ) -> Result<Database, Unreachable> {
+    pub fn connect(url: &DatabaseUrl, size: usize, connect_timeout: Duration) -> Result<Database, Unreachable> {
         let unreachable = |e: &dyn fmt::Display| Unreachable {
             url: url.to_string(),
             message: url.scrub(e.to_string().trim()),
@@ -202,14 +196,8 @@ mod tests {
 
     #[test]
     fn password_never_shown() {
-        let url = DatabaseUrl::new(
-            "postgres://app:s%40cret@db:5432/main",
-            Duration::from_secs(7),
-        );
-        assert_eq!(
-            url.to_string(),
-            "postgres://app:***@db:5432/main?connect_timeout=7"
-        );
+        let url = DatabaseUrl::new("postgres://app:s%40cret@db:5432/main", Duration::from_secs(7));
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/main?connect_timeout=7");
         assert!(!format!("{url:?}").contains("cret"));
         assert!(url.expose().contains("s%40cret"));
         assert_eq!(
@@ -221,10 +209,7 @@ mod tests {
     #[test]
     fn keyword_form() {
         let url = DatabaseUrl::new("host=db password=hunter2 dbname=x", Duration::from_secs(3));
-        assert_eq!(
-            url.expose(),
-            "host=db password=hunter2 dbname=x connect_timeout=3"
-        );
+        assert_eq!(url.expose(), "host=db password=hunter2 dbname=x connect_timeout=3");
         assert!(!url.to_string().contains("hunter2"));
     }
 

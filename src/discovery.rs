@@ -51,10 +51,7 @@ struct NameRow {
 }
 
 /// Reads the raw names from `source` (a query or pattern needs `conn`).
-pub fn read_names(
-    conn: &mut PgConnection,
-    source: &TenantSource,
-) -> Result<Vec<String>, DiscoveryError> {
+pub fn read_names(conn: &mut PgConnection, source: &TenantSource) -> Result<Vec<String>, DiscoveryError> {
     match source {
         TenantSource::List(names) => Ok(names.clone()),
         TenantSource::File(path) => read_file(path).map_err(|source| DiscoveryError::File {
@@ -62,9 +59,7 @@ pub fn read_names(
             source,
         }),
         TenantSource::Query(sql) => run_query(conn, sql),
-        TenantSource::Pattern(pattern) => {
-            schemas_like(conn, pattern).map_err(|e| DiscoveryError::Query(e.to_string()))
-        }
+        TenantSource::Pattern(pattern) => schemas_like(conn, pattern).map_err(|e| DiscoveryError::Query(e.to_string())),
     }
 }
 
@@ -86,8 +81,7 @@ pub fn select(
         return Err(DiscoveryError::Invalid(found.invalid));
     }
     found.tenants.retain(|t| {
-        (only.is_empty() || only.iter().any(|o| o == t.as_str()))
-            && !exclude.iter().any(|x| x == t.as_str())
+        (only.is_empty() || only.iter().any(|o| o == t.as_str())) && !exclude.iter().any(|x| x == t.as_str())
     });
     found.tenants.sort();
     found.tenants.dedup();
@@ -116,8 +110,7 @@ pub fn parse_list(text: &str) -> Vec<String> {
 
 /// Runs the tenants query in a read-only transaction; its first column must be text.
 fn run_query(conn: &mut PgConnection, sql: &str) -> Result<Vec<String>, DiscoveryError> {
-    let failed =
-        |e: diesel::result::Error| DiscoveryError::Query(crate::harness::describe(&e, None));
+    let failed = |e: diesel::result::Error| DiscoveryError::Query(crate::harness::describe(&e, None));
     conn.batch_execute("BEGIN READ ONLY").map_err(failed)?;
     let wrapped = format!(
         "SELECT q.name::text AS name, pg_typeof(q.name)::text AS type FROM ({}\n) AS q(name)",
@@ -126,10 +119,7 @@ fn run_query(conn: &mut PgConnection, sql: &str) -> Result<Vec<String>, Discover
     let rows = diesel::sql_query(wrapped).load::<NameRow>(conn);
     let _ = conn.batch_execute("ROLLBACK");
     let rows = rows.map_err(failed)?;
-    if let Some(row) = rows
-        .iter()
-        .find(|r| !TEXT_TYPES.contains(&r.r#type.as_str()))
-    {
+    if let Some(row) = rows.iter().find(|r| !TEXT_TYPES.contains(&r.r#type.as_str())) {
         return Err(DiscoveryError::Query(format!(
             "its first column is of type {}, not text",
             row.r#type
@@ -167,10 +157,7 @@ mod tests {
     fn selection_sorts_dedups_and_reports_invalid() {
         let names = ["b", "a", "b", "Bad", "c"].map(String::from).to_vec();
         let d = select(names.clone(), &[], &["c".into()], false).unwrap();
-        assert_eq!(
-            d.tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(d.tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(d.invalid.len(), 1);
         assert!(select(names.clone(), &[], &[], true).is_err());
         let only = select(names, &["b".into()], &[], false).unwrap();

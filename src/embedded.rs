@@ -14,8 +14,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 pub const FILES: &[EmbeddedFiles] = include!(concat!(env!("OUT_DIR"), "/embedded_migrations.rs"));
 
 /// Raw files of the shared-schema set (`migrations_shared/`; empty when absent).
-pub const SHARED_FILES: &[EmbeddedFiles] =
-    include!(concat!(env!("OUT_DIR"), "/embedded_shared_migrations.rs"));
+pub const SHARED_FILES: &[EmbeddedFiles] = include!(concat!(env!("OUT_DIR"), "/embedded_shared_migrations.rs"));
 
 /// The same migrations as diesel embeds them.
 pub const DIESEL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

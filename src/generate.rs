@@ -57,18 +57,15 @@ pub fn generate(
             !taken.contains(&version) && std::fs::create_dir(path).is_ok()
         })
         .ok_or_else(|| GenerateError::Exhausted(stamp.clone()))?;
-    let dir_name = target
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let write = |file: &str, text: String| {
-        std::fs::write(target.join(file), text).map_err(io(&target.join(file)))
-    };
+    let dir_name = target.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let write = |file: &str, text: String| std::fs::write(target.join(file), text).map_err(io(&target.join(file)));
     write("up.sql", up_template(&dir_name))?;
     write("down.sql", DOWN_TEMPLATE.to_string())?;
     if !run_in_transaction {
-        write("metadata.toml", "# The single statement in up.sql runs outside a transaction.\nrun_in_transaction = false\n".into())?;
+        write(
+            "metadata.toml",
+            "# The single statement in up.sql runs outside a transaction.\nrun_in_transaction = false\n".into(),
+        )?;
     }
     Ok(target)
 }
@@ -128,9 +125,7 @@ mod tests {
         );
         let later = Utc.with_ymd_and_hms(2026, 11, 26, 10, 30, 1).unwrap();
         let c = generate(tmp.path(), "add_c", later, true).unwrap();
-        assert!(
-            version_of(&c.file_name().unwrap().to_string_lossy()) > set.migrations()[1].version
-        );
+        assert!(version_of(&c.file_name().unwrap().to_string_lossy()) > set.migrations()[1].version);
     }
 
     #[test]

@@ -58,14 +58,10 @@ pub enum HarnessError {
     #[error("{0} has no down.sql: it cannot be reverted")]
     Irreversible(String),
     /// The tenant's history holds a version this binary does not know.
-    #[error(
-        "applied version {0} is not known to this binary (was it migrated by a newer release?)"
-    )]
+    #[error("applied version {0} is not known to this binary (was it migrated by a newer release?)")]
     UnknownVersion(String),
     /// The schema does not exist.
-    #[error(
-        "schema {0} does not exist (create it, or run with --missing create or --missing skip)"
-    )]
+    #[error("schema {0} does not exist (create it, or run with --missing create or --missing skip)")]
     MissingSchema(String),
 }
 
@@ -73,9 +69,7 @@ impl HarnessError {
     /// The migration this error belongs to, if any.
     pub fn migration(&self) -> Option<&str> {
         match self {
-            HarnessError::Migration { migration, .. } | HarnessError::Irreversible(migration) => {
-                Some(migration)
-            }
+            HarnessError::Migration { migration, .. } | HarnessError::Irreversible(migration) => Some(migration),
             _ => None,
         }
     }
@@ -115,11 +109,7 @@ impl<'a> TenantHarness<'a> {
     /// Takes the tenant's session advisory lock, waiting while another runner holds it.
     ///
     /// `suffix` follows the tenant on `search_path` (shared schemas such as `public`).
-    pub fn lock(
-        session: &'a mut Session,
-        schema: &SchemaName,
-        suffix: &[SchemaName],
-    ) -> Result<TenantHarness<'a>> {
+    pub fn lock(session: &'a mut Session, schema: &SchemaName, suffix: &[SchemaName]) -> Result<TenantHarness<'a>> {
         session.clean = false;
         let key = schema.lock_key();
         let got = |conn: &mut PgConnection, sql: &str| -> Result<bool> {
@@ -131,15 +121,9 @@ impl<'a> TenantHarness<'a> {
         };
         if !got(&mut session.conn, "SELECT pg_try_advisory_lock($1) AS flag")? {
             log::info!("{schema}: another runner holds its lock; waiting");
-            got(
-                &mut session.conn,
-                "SELECT true AS flag FROM pg_advisory_lock($1)",
-            )?;
+            got(&mut session.conn, "SELECT true AS flag FROM pg_advisory_lock($1)")?;
         }
-        let path: Vec<String> = std::iter::once(schema)
-            .chain(suffix)
-            .map(SchemaName::quoted)
-            .collect();
+        let path: Vec<String> = std::iter::once(schema).chain(suffix).map(SchemaName::quoted).collect();
         Ok(TenantHarness {
             session,
             schema: schema.clone(),
@@ -195,10 +179,7 @@ impl<'a> TenantHarness<'a> {
         } else {
             String::new()
         };
-        let sql = format!(
-            "{create}CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL};",
-            self.history()
-        );
+        let sql = format!("{create}CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL};", self.history());
         self.conn().batch_execute(&sql).map_err(|e| {
             if !create_schema && e.to_string().contains("does not exist") {
                 HarnessError::MissingSchema(self.schema.to_string())
@@ -218,11 +199,10 @@ impl<'a> TenantHarness<'a> {
             Ok(rows) => Ok(rows.into_iter().map(|r| r.version).collect()),
             Err(e) => {
                 let table = quote_literal(&self.history());
-                let exists =
-                    diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
-                        .get_result::<Flag>(self.conn())
-                        .map(|f| f.flag)
-                        .unwrap_or(true);
+                let exists = diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
+                    .get_result::<Flag>(self.conn())
+                    .map(|f| f.flag)
+                    .unwrap_or(true);
                 if exists {
                     Err(db_error("reading the migration history", &e))
                 } else {
@@ -236,23 +216,19 @@ impl<'a> TenantHarness<'a> {
     /// outside a transaction. With `in_transaction`, the caller has already opened a
     /// transaction (so no BEGIN/COMMIT is sent).
     pub fn apply(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
+        log::debug!("{}: applying {}", self.schema, migration.dir_name);
         let record = format!(
             "INSERT INTO {} (version) VALUES ({})",
             self.history(),
             quote_literal(&migration.version)
         );
-        self.step(
-            migration,
-            Direction::Up,
-            &migration.up,
-            &record,
-            in_transaction,
-        )
+        self.step(migration, Direction::Up, &migration.up, &record, in_transaction)
     }
 
     /// Runs `migration`'s `down.sql` and removes its history row. An empty `down.sql`
     /// only removes the row; a missing one is an error.
     pub fn revert(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
+        log::debug!("{}: reverting {}", self.schema, migration.dir_name);
         let forget = format!(
             "DELETE FROM {} WHERE version = {}",
             self.history(),
@@ -260,47 +236,28 @@ impl<'a> TenantHarness<'a> {
         );
         match &migration.down {
             DownSql::Missing => Err(HarnessError::Irreversible(migration.dir_name.clone())),
-            DownSql::NoOp => {
-                self.conn()
-                    .batch_execute(&forget)
-                    .map_err(|e| HarnessError::Migration {
-                        migration: migration.dir_name.clone(),
-                        message: describe(&e, None),
-                    })
-            }
-            DownSql::Sql(down) => {
-                self.step(migration, Direction::Down, down, &forget, in_transaction)
-            }
+            DownSql::NoOp => self.conn().batch_execute(&forget).map_err(|e| HarnessError::Migration {
+                migration: migration.dir_name.clone(),
+                message: describe(&e, None),
+            }),
+            DownSql::Sql(down) => self.step(migration, Direction::Down, down, &forget, in_transaction),
         }
     }
 
     /// Runs raw SQL on the harness's connection (transaction control for callers that
     /// group several steps into one transaction).
     pub fn execute(&mut self, sql: &str) -> Result<()> {
-        self.conn()
-            .batch_execute(sql)
-            .map_err(|e| db_error(sql, &e))
+        self.conn().batch_execute(sql).map_err(|e| db_error(sql, &e))
     }
 
-    fn step(
-        &mut self,
-        m: &Migration,
-        dir: Direction,
-        body: &str,
-        bookkeeping: &str,
-        in_tx: bool,
-    ) -> Result<()> {
+    fn step(&mut self, m: &Migration, dir: Direction, body: &str, bookkeeping: &str, in_tx: bool) -> Result<()> {
         let result = if m.run_in_transaction || in_tx {
             self.step_in_transaction(body, bookkeeping, in_tx)
         } else {
             self.step_outside_transaction(body, bookkeeping)
         };
         result.map_err(|message| {
-            let file = if dir == Direction::Up {
-                "up.sql"
-            } else {
-                "down.sql"
-            };
+            let file = if dir == Direction::Up { "up.sql" } else { "down.sql" };
             let rolled_back = if m.run_in_transaction || in_tx {
                 "rolled back"
             } else {
@@ -334,22 +291,10 @@ impl<'a> TenantHarness<'a> {
     }
 
     /// One round trip: search_path, checks, body and bookkeeping in one transaction.
-    fn step_in_transaction(
-        &mut self,
-        body: &str,
-        bookkeeping: &str,
-        in_tx: bool,
-    ) -> std::result::Result<(), String> {
-        let (begin, commit) = if in_tx {
-            ("", "")
-        } else {
-            ("BEGIN;\n", "COMMIT;")
-        };
+    fn step_in_transaction(&mut self, body: &str, bookkeeping: &str, in_tx: bool) -> std::result::Result<(), String> {
+        let (begin, commit) = if in_tx { ("", "") } else { ("BEGIN;\n", "COMMIT;") };
         let prefix = format!("{begin}{}", self.enter(true));
-        let batch = format!(
-            "{prefix}{body}\n;\n{}{bookkeeping};\n{commit}",
-            self.check_path()
-        );
+        let batch = format!("{prefix}{body}\n;\n{}{bookkeeping};\n{commit}", self.check_path());
         match self.conn().batch_execute(&batch) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -363,11 +308,7 @@ impl<'a> TenantHarness<'a> {
     }
 
     /// A single statement that cannot run in a transaction block: sent alone.
-    fn step_outside_transaction(
-        &mut self,
-        body: &str,
-        bookkeeping: &str,
-    ) -> std::result::Result<(), String> {
+    fn step_outside_transaction(&mut self, body: &str, bookkeeping: &str) -> std::result::Result<(), String> {
         let enter = self.enter(false);
         let finish = format!("{}{bookkeeping};", self.check_path());
         let result = self
@@ -379,11 +320,7 @@ impl<'a> TenantHarness<'a> {
                     .batch_execute(body)
                     .map_err(|e| describe(&e, Some((0, body))) + &concurrently_hint(body))
             })
-            .and_then(|()| {
-                self.conn()
-                    .batch_execute(&finish)
-                    .map_err(|e| describe(&e, None))
-            });
+            .and_then(|()| self.conn().batch_execute(&finish).map_err(|e| describe(&e, None)));
         let reset = self.conn().batch_execute("RESET search_path");
         result.and(reset.map_err(|e| describe(&e, None)))
     }
@@ -440,12 +377,7 @@ pub fn describe(e: &DieselError, body: Option<(usize, &str)>) -> String {
     if let (Some(pos), Some((before, body))) = (info.statement_position(), body) {
         let pos = usize::try_from(pos).unwrap_or(0);
         if pos > before && pos - before <= body.chars().count() {
-            let line = body
-                .chars()
-                .take(pos - before - 1)
-                .filter(|&c| c == '\n')
-                .count()
-                + 1;
+            let line = body.chars().take(pos - before - 1).filter(|&c| c == '\n').count() + 1;
             out.push_str(&format!("line {line}: "));
         }
     }

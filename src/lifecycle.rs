@@ -40,7 +40,8 @@ pub fn create(
     let schemas = names(list)?;
     let set = load_set(&config.migrations)?;
     let up = Command::Up { to: None };
-    let Started { db, fleet, clock } = match runner::start(config, &up, observer)? {
+    let shared = runner::shared_set(config, &up)?;
+    let Started { db, fleet, clock } = match runner::start(config, &up, shared.as_ref(), observer)? {
         Start::Continue(started) => started,
         Start::SharedFailed(fleet) => return Ok(fleet),
     };
@@ -52,8 +53,7 @@ pub fn create(
         pool: &db.pool,
         if_not_exists,
     };
-    let skipped =
-        |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
+    let skipped = |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
     let reports = runner::parallel(config, &schemas, observer, |s| creator.create(s), skipped);
     Ok(fleet.finish(reports, clock))
 }
@@ -67,29 +67,15 @@ pub fn drop(
 ) -> Result<FleetReport, RunError> {
     let schemas = names(list)?;
     let clock = Instant::now();
-    let db = crate::database::Database::connect(
-        &config.database_url,
-        config.concurrency,
-        config.connect_timeout,
-    )?;
-    let skipped =
-        |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
-    let drop_one = |s: &SchemaName| {
-        with_session(&db.pool, config, s, |session| {
-            drop_tenant(session, s, force)
-        })
-    };
+    let db = crate::database::Database::connect(&config.database_url, config.concurrency, config.connect_timeout)?;
+    let skipped = |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
+    let drop_one = |s: &SchemaName| with_session(&db.pool, config, s, |session| drop_tenant(session, s, force));
     let reports = runner::parallel(config, &schemas, observer, drop_one, skipped);
     Ok(FleetReport::new("tenant drop").finish(reports, clock))
 }
 
 fn skipped(schema: &SchemaName, reason: &str) -> TenantReport {
-    TenantReport::new(
-        schema.clone(),
-        Outcome::Skipped {
-            reason: reason.into(),
-        },
-    )
+    TenantReport::new(schema.clone(), Outcome::Skipped { reason: reason.into() })
 }
 
 /// Checks out a connection and runs `work`, turning every failure into the report.
@@ -118,11 +104,7 @@ where
     report.took(started.elapsed())
 }
 
-fn drop_tenant(
-    session: &mut Session,
-    schema: &SchemaName,
-    force: bool,
-) -> Result<TenantReport, HarnessError> {
+fn drop_tenant(session: &mut Session, schema: &SchemaName, force: bool) -> Result<TenantReport, HarnessError> {
     let mut h = TenantHarness::lock(session, schema, &[])?;
     if !h.schema_exists()? {
         return Err(HarnessError::MissingSchema(schema.to_string()));
@@ -158,11 +140,7 @@ impl Creator<'_> {
         })
     }
 
-    fn create_on(
-        &self,
-        session: &mut Session,
-        schema: &SchemaName,
-    ) -> Result<TenantReport, HarnessError> {
+    fn create_on(&self, session: &mut Session, schema: &SchemaName) -> Result<TenantReport, HarnessError> {
         let mut h = TenantHarness::lock(session, schema, &self.config.search_path_suffix)?;
         if h.schema_exists()? {
             if !self.if_not_exists {
@@ -198,10 +176,7 @@ impl Creator<'_> {
 }
 
 /// One transaction: schema, history table and every migration, or nothing.
-fn create_atomically(
-    h: &mut TenantHarness<'_>,
-    steps: &[Step<'_>],
-) -> Result<Vec<String>, HarnessError> {
+fn create_atomically(h: &mut TenantHarness<'_>, steps: &[Step<'_>]) -> Result<Vec<String>, HarnessError> {
     h.execute("BEGIN")?;
     let result = h.prepare(true).and_then(|()| apply_all(h, steps, true));
     match result {
@@ -217,24 +192,15 @@ fn create_atomically(
 }
 
 /// For sets with non-transactional migrations: create, migrate, drop again on failure.
-fn create_then_compensate(
-    h: &mut TenantHarness<'_>,
-    steps: &[Step<'_>],
-) -> Result<Vec<String>, HarnessError> {
+fn create_then_compensate(h: &mut TenantHarness<'_>, steps: &[Step<'_>]) -> Result<Vec<String>, HarnessError> {
     h.prepare(true)?;
     apply_all(h, steps, false).map_err(|e| match h.drop_schema() {
         Ok(()) => nothing_left(e, "the half-created schema was dropped again"),
-        Err(drop) => HarnessError::Database(format!(
-            "{e}; dropping the half-created schema failed too: {drop}"
-        )),
+        Err(drop) => HarnessError::Database(format!("{e}; dropping the half-created schema failed too: {drop}")),
     })
 }
 
-fn apply_all(
-    h: &mut TenantHarness<'_>,
-    steps: &[Step<'_>],
-    in_transaction: bool,
-) -> Result<Vec<String>, HarnessError> {
+fn apply_all(h: &mut TenantHarness<'_>, steps: &[Step<'_>], in_transaction: bool) -> Result<Vec<String>, HarnessError> {
     let mut applied = Vec::new();
     for step in steps {
         if let Step::Apply(m) = step {

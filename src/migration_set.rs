@@ -132,8 +132,11 @@ impl MigrationSet {
             origin: origin.clone(),
             problems: vec![problem],
         };
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| fail(format!("cannot read the directory: {e} (check --migrations-dir, MIGRATION_DIRECTORY or diesel.toml)")))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            fail(format!(
+                "cannot read the directory: {e} (check --migrations-dir, MIGRATION_DIRECTORY or diesel.toml)"
+            ))
+        })?;
         let mut raw = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| fail(format!("cannot list the directory: {e}")))?;
@@ -142,8 +145,7 @@ impl MigrationSet {
                 continue;
             }
             let read = |file: &str| {
-                read_optional(&entry.path().join(file))
-                    .map_err(|e| fail(format!("{dir_name}/{file}: {e}")))
+                read_optional(&entry.path().join(file)).map_err(|e| fail(format!("{dir_name}/{file}: {e}")))
             };
             raw.push(RawMigration {
                 up: read("up.sql")?,
@@ -172,10 +174,7 @@ impl MigrationSet {
             }
         }
         if migrations.is_empty() && problems.is_empty() {
-            problems.push(
-                "no migrations found (a migration is a directory <version>_<name> holding up.sql)"
-                    .into(),
-            );
+            problems.push("no migrations found (a migration is a directory <version>_<name> holding up.sql)".into());
         }
         if problems.is_empty() {
             Ok(MigrationSet { origin, migrations })
@@ -239,7 +238,9 @@ fn check_migration(raw: RawMigration, problems: &mut Vec<String>) -> Option<Migr
     let before = problems.len();
     let version = version_of(dir);
     if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
-        problems.push(format!("{dir}: the name must be <version>_<name> with a numeric version such as 2024-01-01-000001"));
+        problems.push(format!(
+            "{dir}: the name must be <version>_<name> with a numeric version such as 2024-01-01-000001"
+        ));
     } else if version.len() > MAX_VERSION_LEN {
         problems.push(format!(
             "{dir}: version {version} is {} characters; diesel records at most {MAX_VERSION_LEN}",
@@ -269,7 +270,9 @@ fn check_migration(raw: RawMigration, problems: &mut Vec<String>) -> Option<Migr
         Some(down) => match check_sql(dir, "down.sql", &down, problems) {
             Some(0) => DownSql::NoOp,
             Some(n) if n > 1 && run_in_transaction == Some(false) => {
-                problems.push(format!("{dir}/down.sql: {n} statements, but run_in_transaction = false allows exactly one"));
+                problems.push(format!(
+                    "{dir}/down.sql: {n} statements, but run_in_transaction = false allows exactly one"
+                ));
                 DownSql::Sql(down)
             }
             _ => DownSql::Sql(down),
@@ -305,7 +308,9 @@ fn check_metadata(dir: &str, metadata: Option<&str>, problems: &mut Vec<String>)
         Ok(m) => Some(m.run_in_transaction),
         Err(e) => {
             let msg = e.message().to_string();
-            problems.push(format!("{dir}/metadata.toml: invalid ({msg}); the only key is `run_in_transaction = true|false`"));
+            problems.push(format!(
+                "{dir}/metadata.toml: invalid ({msg}); the only key is `run_in_transaction = true|false`"
+            ));
             None
         }
     }
@@ -363,10 +368,7 @@ pub fn forbidden(stmt: &Statement<'_>) -> Option<&'static str> {
         &["reset", "search_path"],
         &["reset", "all"],
     ];
-    path_control
-        .iter()
-        .any(|p| stmt.starts_with(p))
-        .then_some(PATH)
+    path_control.iter().any(|p| stmt.starts_with(p)).then_some(PATH)
 }
 
 fn first_line(text: &str) -> &str {
@@ -396,18 +398,13 @@ mod tests {
     }
 
     fn problems(raws: Vec<RawMigration>) -> Vec<String> {
-        MigrationSet::validate(Origin::Embedded, raws)
-            .unwrap_err()
-            .problems
+        MigrationSet::validate(Origin::Embedded, raws).unwrap_err().problems
     }
 
     #[test]
     fn versions_follow_diesel() {
         assert_eq!(version_of("2024-01-01-000001_x"), "20240101000001");
-        assert_eq!(
-            version_of("2026-11-24-182640-0000_x_y"),
-            "202611241826400000"
-        );
+        assert_eq!(version_of("2026-11-24-182640-0000_x_y"), "202611241826400000");
     }
 
     #[test]
@@ -430,11 +427,7 @@ mod tests {
         let downs: Vec<_> = set.migrations().iter().map(|m| m.down.clone()).collect();
         assert_eq!(
             downs,
-            vec![
-                DownSql::Missing,
-                DownSql::NoOp,
-                DownSql::Sql("SELECT 2;".into())
-            ]
+            vec![DownSql::Missing, DownSql::NoOp, DownSql::Sql("SELECT 2;".into())]
         );
     }
 
@@ -445,12 +438,7 @@ mod tests {
             raw("20240101000001_b", "SELECT 1;", None, None),
             raw("3_empty", "-- Your SQL goes here", None, None),
             raw("4_meta", "SELECT 1;", None, Some("")),
-            raw(
-                "5_meta",
-                "SELECT 1;",
-                None,
-                Some("run_in_transaction = 'no'"),
-            ),
+            raw("5_meta", "SELECT 1;", None, Some("run_in_transaction = 'no'")),
             raw(&format!("{}_long", "1".repeat(51)), "SELECT 1;", None, None),
             raw("7_commit", "CREATE TABLE t (); COMMIT;", None, None),
             raw("8_path", "SET search_path TO other;", None, None),

@@ -69,9 +69,7 @@ pub fn plan<'s>(
                 DownTarget::Steps(n) => applied_desc.iter().take(*n).collect(),
                 DownTarget::All => applied_desc.iter().collect(),
                 DownTarget::To(v) => {
-                    let floor = set
-                        .resolve_version(v)
-                        .map_or(v.as_str(), |m| m.version.as_str());
+                    let floor = set.resolve_version(v).map_or(v.as_str(), |m| m.version.as_str());
                     applied_desc.iter().filter(|a| a.as_str() > floor).collect()
                 }
             };
@@ -89,16 +87,11 @@ pub fn plan<'s>(
     }
 }
 
-fn reversible<'s>(
-    set: &'s MigrationSet,
-    versions: &[&String],
-) -> Result<Vec<&'s Migration>, HarnessError> {
+fn reversible<'s>(set: &'s MigrationSet, versions: &[&String]) -> Result<Vec<&'s Migration>, HarnessError> {
     versions
         .iter()
         .map(|v| {
-            let m = set
-                .get(v)
-                .ok_or_else(|| HarnessError::UnknownVersion(v.to_string()))?;
+            let m = set.get(v).ok_or_else(|| HarnessError::UnknownVersion(v.to_string()))?;
             match m.down {
                 DownSql::Missing => Err(HarnessError::Irreversible(m.dir_name.clone())),
                 _ => Ok(m),
@@ -153,16 +146,7 @@ mod tests {
             ["+1", "+3", "+4"]
         );
         assert_eq!(
-            versions(
-                &plan(
-                    &Command::Up {
-                        to: Some("3".into())
-                    },
-                    &s,
-                    &[]
-                )
-                .unwrap()
-            ),
+            versions(&plan(&Command::Up { to: Some("3".into()) }, &s, &[]).unwrap()),
             ["+1", "+2", "+3"]
         );
     }
@@ -193,11 +177,7 @@ mod tests {
     fn down_refuses_irreversible_and_unknown() {
         let s = set();
         assert_eq!(
-            plan(
-                &Command::Down(DownTarget::Steps(1)),
-                &s,
-                &applied(&["4", "3"])
-            ),
+            plan(&Command::Down(DownTarget::Steps(1)), &s, &applied(&["4", "3"])),
             Err(HarnessError::Irreversible("4_m".into()))
         );
         assert_eq!(
@@ -209,13 +189,7 @@ mod tests {
     #[test]
     fn command_versions_are_checked() {
         let s = set();
-        assert!(check_command(
-            &Command::Up {
-                to: Some("7".into())
-            },
-            &s
-        )
-        .is_err());
+        assert!(check_command(&Command::Up { to: Some("7".into()) }, &s).is_err());
         assert!(check_command(&Command::Down(DownTarget::Steps(0)), &s).is_err());
         assert!(check_command(&Command::Down(DownTarget::To("2".into())), &s).is_ok());
     }

@@ -21,22 +21,14 @@ pub struct Printer {
 impl Printer {
     /// A printer for `command`'s reports.
     pub fn new(format: Format, quiet: bool, command: &'static str) -> Printer {
-        Printer {
-            format,
-            quiet,
-            command,
-        }
+        Printer { format, quiet, command }
     }
 
     /// Prints the end of the run: the summary (human) or the whole report (json).
     pub fn finish(&self, fleet: &FleetReport) {
         let mut out = std::io::stdout().lock();
         let _ = match self.format {
-            Format::Json => writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(fleet).unwrap_or_default()
-            ),
+            Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(fleet).unwrap_or_default()),
             Format::Human => writeln!(out, "{}", summary(fleet)),
         };
     }
@@ -97,23 +89,12 @@ pub fn tenant_line(r: &TenantReport, command: &str) -> String {
             format!("{name}: dropped (was at {before}, {} ms)", r.elapsed_ms)
         }
         Outcome::Changed if command == "tenant create" && r.version_before.is_none() => {
-            format!(
-                "{name}: created at {after} ({}, {} ms)",
-                counts(r),
-                r.elapsed_ms
-            )
+            format!("{name}: created at {after} ({}, {} ms)", counts(r), r.elapsed_ms)
         }
         Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
-        Outcome::Changed => format!(
-            "{name}: {before} -> {after} ({}, {} ms)",
-            counts(r),
-            r.elapsed_ms
-        ),
+        Outcome::Changed => format!("{name}: {before} -> {after} ({}, {} ms)", counts(r), r.elapsed_ms),
         Outcome::Failed { migration, error } => {
-            let at = migration
-                .as_deref()
-                .map(|m| format!(" in {m}"))
-                .unwrap_or_default();
+            let at = migration.as_deref().map(|m| format!(" in {m}")).unwrap_or_default();
             let done = if r.applied.is_empty() && r.reverted.is_empty() {
                 String::new()
             } else {

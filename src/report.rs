@@ -169,11 +169,7 @@ impl FleetReport {
     }
 
     /// Adds the tenants' reports (sorted by schema), counts them and stamps the time.
-    pub fn finish(
-        mut self,
-        mut tenants: Vec<TenantReport>,
-        started: std::time::Instant,
-    ) -> FleetReport {
+    pub fn finish(mut self, mut tenants: Vec<TenantReport>, started: std::time::Instant) -> FleetReport {
         tenants.sort_by(|a, b| a.schema.cmp(&b.schema));
         for report in &tenants {
             self.summary.add(report);

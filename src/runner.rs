@@ -80,28 +80,27 @@ pub fn load_set(source: &MigrationSource) -> Result<MigrationSet, SetError> {
 }
 
 /// Runs `command` over the fleet described by `config`.
-pub fn run(
-    config: &RunConfig,
-    command: &Command,
-    observer: &mut dyn Observer,
-) -> Result<FleetReport, RunError> {
+pub fn run(config: &RunConfig, command: &Command, observer: &mut dyn Observer) -> Result<FleetReport, RunError> {
     let set = load_set(&config.migrations)?;
     plan::check_command(command, &set)?;
+    let shared = shared_set(config, command)?;
     let Started {
         mut db,
         mut fleet,
         clock,
-    } = match start(config, command, observer)? {
+    } = match start(config, command, shared.as_ref(), observer)? {
         Start::Continue(started) => started,
         Start::SharedFailed(fleet) => return Ok(fleet),
     };
     let found = discover(config, &mut db, &mut fleet, observer)?;
-    let states = catalog::read_states(&mut db.control.conn, &found, &set).map_err(|e| {
-        RunError::Database(format!(
-            "reading the tenants' state: {}",
-            db.url.scrub(&e.to_string())
-        ))
-    })?;
+    let catalog_clock = Instant::now();
+    let states = catalog::read_states(&mut db.control.conn, &found, &set)
+        .map_err(|e| RunError::Database(format!("reading the tenants' state: {}", db.url.scrub(&e.to_string()))))?;
+    log::info!(
+        "catalog pass: {} tenant(s) read in {} ms",
+        found.len(),
+        catalog_clock.elapsed().as_millis()
+    );
     refuse_irreversible(command, &set, &found, &states)?;
     let fleet_run = FleetRun {
         config,
@@ -110,6 +109,10 @@ pub fn run(
         pool: &db.pool,
     };
     let reports = fleet_run.run(found, states, observer);
+    if let Some(shared) = revert_shared(config, command, shared.as_ref(), &mut db, &reports) {
+        observer.shared_done(&shared);
+        fleet.shared = Some(shared);
+    }
     Ok(fleet.finish(reports, clock))
 }
 
@@ -132,17 +135,13 @@ pub(crate) enum Start {
 pub(crate) fn start(
     config: &RunConfig,
     command: &Command,
+    shared_set: Option<&MigrationSet>,
     observer: &mut dyn Observer,
 ) -> Result<Start, RunError> {
     let clock = Instant::now();
-    let shared_set = shared_set(config, command)?;
-    let mut db = Database::connect(
-        &config.database_url,
-        config.concurrency,
-        config.connect_timeout,
-    )?;
+    let mut db = Database::connect(&config.database_url, config.concurrency, config.connect_timeout)?;
     let mut fleet = FleetReport::new(command.name());
-    if let Some(shared) = &shared_set {
+    if let Some(shared) = shared_set.filter(|_| !reverts(command)) {
         let report = run_shared(&mut db.control, config, command, shared);
         observer.shared_done(&report);
         let failed = report.failed();
@@ -152,6 +151,36 @@ pub(crate) fn start(
         }
     }
     Ok(Start::Continue(Started { db, fleet, clock }))
+}
+
+/// Whether `command` reverts: the shared schema then goes after the tenants (it is
+/// what they were built on), and only with `--shared`.
+fn reverts(command: &Command) -> bool {
+    matches!(command, Command::Down(_) | Command::Redo { .. })
+}
+
+/// `down --shared`: after every tenant succeeded, revert the shared schema too.
+fn revert_shared(
+    config: &RunConfig,
+    command: &Command,
+    shared: Option<&MigrationSet>,
+    db: &mut Database,
+    tenants: &[TenantReport],
+) -> Option<TenantReport> {
+    let shared = shared.filter(|_| reverts(command))?;
+    if tenants.iter().any(TenantReport::failed) {
+        let tenant = Tenant {
+            schema: config.shared.schema.clone(),
+            exists: true,
+            create: false,
+        };
+        let run = TenantRun::new(&tenant, command, shared);
+        return Some(
+            run.skip("a tenant failed; the shared schema was left as it is")
+                .finish(),
+        );
+    }
+    Some(run_shared(&mut db.control, config, command, shared))
 }
 
 /// Reads, validates and selects the tenants; records refused names in the report.
@@ -170,7 +199,7 @@ pub(crate) fn discover(
 
 /// The shared set, when this command runs it: `up` always (when there is a set), `down`
 /// and `redo` only when asked to.
-fn shared_set(config: &RunConfig, command: &Command) -> Result<Option<MigrationSet>, RunError> {
+pub(crate) fn shared_set(config: &RunConfig, command: &Command) -> Result<Option<MigrationSet>, RunError> {
     let wanted = match command {
         Command::Up { .. } | Command::Status => true,
         Command::Down(_) | Command::Redo { .. } => config.shared.include_in_down,
@@ -193,12 +222,7 @@ fn shared_set(config: &RunConfig, command: &Command) -> Result<Option<MigrationS
 }
 
 /// Runs the shared schema's migrations on the control connection, under its own lock.
-fn run_shared(
-    control: &mut Session,
-    config: &RunConfig,
-    command: &Command,
-    set: &MigrationSet,
-) -> TenantReport {
+fn run_shared(control: &mut Session, config: &RunConfig, command: &Command, set: &MigrationSet) -> TenantReport {
     // `up --to` names a tenant version: the shared set always goes all the way up.
     let command = match command {
         Command::Up { .. } => Command::Up { to: None },
@@ -231,9 +255,7 @@ fn refuse_irreversible(
     }
     let mut blocked: Vec<(String, Vec<&str>)> = Vec::new();
     for (tenant, state) in tenants.iter().zip(states) {
-        if let Err(HarnessError::Irreversible(m)) =
-            plan::plan(command, set, &state.applied_versions(set))
-        {
+        if let Err(HarnessError::Irreversible(m)) = plan::plan(command, set, &state.applied_versions(set)) {
             match blocked.iter_mut().find(|(name, _)| *name == m) {
                 Some((_, list)) => list.push(tenant.as_str()),
                 None => blocked.push((m, vec![tenant.as_str()])),
@@ -325,9 +347,7 @@ impl FleetRun<'_> {
             return match (self.config.missing, self.command) {
                 (MissingPolicy::Create, Command::Up { .. } | Command::Redo { .. }) => Err(tenant),
                 (MissingPolicy::Create, _) => Ok(run.note("schema does not exist").finish()),
-                (MissingPolicy::Skip, _) => {
-                    Ok(run.skip("schema does not exist (--missing skip)").finish())
-                }
+                (MissingPolicy::Skip, _) => Ok(run.skip("schema does not exist (--missing skip)").finish()),
                 (MissingPolicy::Error, _) => Ok(run
                     .fail(HarnessError::MissingSchema(tenant.schema.to_string()))
                     .finish()),
@@ -488,11 +508,7 @@ impl<'r> TenantRun<'r> {
         }
     }
 
-    fn execute_locked(
-        &mut self,
-        session: &mut Session,
-        suffix: &[SchemaName],
-    ) -> Result<(), HarnessError> {
+    fn execute_locked(&mut self, session: &mut Session, suffix: &[SchemaName]) -> Result<(), HarnessError> {
         let mut h = TenantHarness::lock(session, &self.tenant.schema, suffix)?;
         if matches!(self.command, Command::Up { .. } | Command::Redo { .. }) {
             if !self.tenant.exists && self.tenant.create {
@@ -504,6 +520,7 @@ impl<'r> TenantRun<'r> {
         let applied = h.applied()?;
         self.record_state(&applied);
         let steps = plan::plan(self.command, self.set, &applied)?;
+        log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
         for step in steps {
             self.step(&mut h, step)?;
         }

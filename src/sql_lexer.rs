@@ -168,9 +168,8 @@ impl<'a> Lexer<'a> {
         self.pos += 1;
         while self.pos < self.bytes.len() {
             let b = self.bytes[self.pos];
-            if backslashes && b == b'\\' {
-                self.pos += 2;
-            } else if b == quote && self.peek(1) == Some(quote) {
+            let escaped = (backslashes && b == b'\\') || (b == quote && self.peek(1) == Some(quote));
+            if escaped {
                 self.pos += 2;
             } else if b == quote {
                 self.pos += 1;
@@ -188,9 +187,7 @@ impl<'a> Lexer<'a> {
     /// The `$tag$` opening at the current position, if it is one (`$1` is a parameter).
     fn dollar_tag(&self) -> Option<&'a str> {
         let rest = &self.bytes[self.pos + 1..];
-        let len = rest
-            .iter()
-            .position(|&b| !(is_ident_start(b) || b.is_ascii_digit()))?;
+        let len = rest.iter().position(|&b| !(is_ident_start(b) || b.is_ascii_digit()))?;
         if rest[len] != b'$' || rest.first().is_some_and(u8::is_ascii_digit) {
             return None;
         }
@@ -257,11 +254,7 @@ mod tests {
     use super::*;
 
     fn words(sql: &str) -> Vec<Vec<String>> {
-        split_statements(sql)
-            .unwrap()
-            .into_iter()
-            .map(|s| s.words)
-            .collect()
+        split_statements(sql).unwrap().into_iter().map(|s| s.words).collect()
     }
 
     #[test]
@@ -307,11 +300,9 @@ mod tests {
 
     #[test]
     fn comments_only_means_no_statements() {
-        assert!(
-            split_statements("-- Your SQL goes here\n/* nothing */\n ; ;")
-                .unwrap()
-                .is_empty()
-        );
+        assert!(split_statements("-- Your SQL goes here\n/* nothing */\n ; ;")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
