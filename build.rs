@@ -15,16 +15,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let root =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     for (dir, file) in [
         ("migrations", "embedded_migrations.rs"),
         ("migrations_shared", "embedded_shared_migrations.rs"),
     ] {
         println!("cargo:rerun-if-changed={dir}");
-        fs::write(out.join(file), embed(&root.join(dir)))
-            .expect("write the embedded migrations list");
+        fs::write(out.join(file), embed(&root.join(dir))).expect("write the embedded migrations list");
     }
 }
 

@@ -53,7 +53,7 @@ pub fn create(
         pool: &db.pool,
         if_not_exists,
     };
-    let skipped = |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
+    let skipped = |s: &SchemaName| skipped(s, runner::FAIL_FAST_SKIP);
     let reports = runner::parallel(config, &schemas, observer, |s| creator.create(s), skipped);
     Ok(fleet.finish(reports, clock))
 }
@@ -68,7 +68,7 @@ pub fn drop(
     let schemas = names(list)?;
     let clock = Instant::now();
     let db = crate::database::Database::connect(&config.database_url, config.concurrency, config.connect_timeout)?;
-    let skipped = |s: &SchemaName| skipped(s, "not started: an earlier tenant failed (--fail-fast)");
+    let skipped = |s: &SchemaName| skipped(s, runner::FAIL_FAST_SKIP);
     let drop_one = |s: &SchemaName| with_session(&db.pool, config, s, |session| drop_tenant(session, s, force));
     let reports = runner::parallel(config, &schemas, observer, drop_one, skipped);
     Ok(FleetReport::new("tenant drop").finish(reports, clock))
@@ -107,7 +107,7 @@ where
 fn drop_tenant(session: &mut Session, schema: &SchemaName, force: bool) -> Result<TenantReport, HarnessError> {
     let mut h = TenantHarness::lock(session, schema, &[])?;
     if !h.schema_exists()? {
-        return Err(HarnessError::MissingSchema(schema.to_string()));
+        return Err(HarnessError::Database(format!("schema {schema} does not exist")));
     }
     let version = if h.has_history()? {
         h.applied()?.first().cloned()

@@ -71,6 +71,9 @@ impl RunError {
     }
 }
 
+/// Why a tenant was not started under `--fail-fast`.
+pub(crate) const FAIL_FAST_SKIP: &str = "not started: an earlier tenant failed (--fail-fast)";
+
 /// Loads and validates a migration set.
 pub fn load_set(source: &MigrationSource) -> Result<MigrationSet, SetError> {
     match source {
@@ -328,7 +331,16 @@ impl FleetRun<'_> {
                 Err(tenant) => work.push(tenant),
             }
         }
-        reports.extend(self.run_workers(work, observer));
+        if self.config.fail_fast && reports.iter().any(TenantReport::failed) {
+            // A tenant already failed in triage (e.g. a missing schema): start nothing.
+            for tenant in &work {
+                let report = self.skipped(tenant);
+                observer.tenant_done(&report);
+                reports.push(report);
+            }
+        } else {
+            reports.extend(self.run_workers(work, observer));
+        }
         reports
     }
 
@@ -363,12 +375,13 @@ impl FleetRun<'_> {
     }
 
     fn run_workers(&self, work: Vec<Tenant>, observer: &mut dyn Observer) -> Vec<TenantReport> {
-        let skipped = |t: &Tenant| {
-            TenantRun::new(t, self.command, self.set)
-                .skip("not started: an earlier tenant failed (--fail-fast)")
-                .finish()
-        };
-        parallel(self.config, &work, observer, |t| self.migrate(t), skipped)
+        parallel(self.config, &work, observer, |t| self.migrate(t), |t| self.skipped(t))
+    }
+
+    fn skipped(&self, tenant: &Tenant) -> TenantReport {
+        TenantRun::new(tenant, self.command, self.set)
+            .skip(FAIL_FAST_SKIP)
+            .finish()
     }
 
     /// One tenant on one pooled connection, start to finish.

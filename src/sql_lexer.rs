@@ -224,13 +224,20 @@ impl<'a> Lexer<'a> {
             return self.quoted(b'\'', true, "string literal");
         }
         match word.as_str() {
-            "begin" if self.tokens > 0 => self.depth += 1,
+            "begin" if self.tokens > 0 && self.next_word_is("atomic") => self.depth += 1,
             "case" if self.depth > 0 => self.depth += 1,
             "end" if self.depth > 0 => self.depth -= 1,
             _ => {}
         }
         self.word(word);
         Ok(())
+    }
+
+    /// Whether the next word (after whitespace) is `expected`, case-insensitively.
+    fn next_word_is(&self, expected: &str) -> bool {
+        let rest = self.src[self.pos..].trim_start();
+        let end = rest.bytes().position(|b| !is_ident_part(b)).unwrap_or(rest.len());
+        rest[..end].eq_ignore_ascii_case(expected)
     }
 
     fn word(&mut self, word: String) {
@@ -281,6 +288,14 @@ mod tests {
         let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; SELECT 2; END; COMMIT;";
         let w = words(sql);
         assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(w[1], ["commit"]);
+    }
+
+    #[test]
+    fn a_column_named_begin_does_not_hide_what_follows() {
+        let w =
+            words("CREATE TABLE period (id int, begin date, \"end\" date); COMMIT; SELECT CASE WHEN true THEN 1 END;");
+        assert_eq!(w.len(), 3, "{w:?}");
         assert_eq!(w[1], ["commit"]);
     }
 

@@ -126,12 +126,8 @@ impl Drop for TestDb {
 /// variables removed and the current directory set to a fresh empty directory (so no `.env` or
 /// `diesel.toml` is picked up).
 pub fn cli() -> Command {
-    let dir = work_dir().join(format!(
-        "cli-{}",
-        CLI_COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("could not create {}: {e}", dir.display()));
+    let dir = work_dir().join(format!("cli-{}", CLI_COUNTER.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("could not create {}: {e}", dir.display()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_migrate-tenants"));
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
@@ -235,11 +231,7 @@ fn split_url(url: &str) -> (&str, &str, &str) {
         .find(['/', '?'])
         .map(|i| after_scheme + i)
         .unwrap_or(url.len());
-    (
-        &url[..after_scheme],
-        &url[after_scheme..rest_start],
-        &url[rest_start..],
-    )
+    (&url[..after_scheme], &url[after_scheme..rest_start], &url[rest_start..])
 }
 
 /// The same server URL, pointing at database `db` (query parameters are kept).
@@ -300,8 +292,7 @@ fn pg_bin_dir() -> Option<PathBuf> {
                 .filter_map(|e| {
                     let version = e.file_name().to_str()?.parse::<u32>().ok()?;
                     let bin = e.path().join("bin");
-                    (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-                        .then_some((version, bin))
+                    (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
                 })
                 .collect();
             versions.sort();
@@ -432,8 +423,7 @@ fn start_cluster() -> String {
     let pg_dir = work_dir().join("pg");
     let data = pg_dir.join("data");
     let log = pg_dir.join("postgres.log");
-    std::fs::create_dir_all(&pg_dir)
-        .unwrap_or_else(|e| panic!("could not create {}: {e}", pg_dir.display()));
+    std::fs::create_dir_all(&pg_dir).unwrap_or_else(|e| panic!("could not create {}: {e}", pg_dir.display()));
     if root {
         run_checked(
             Command::new("chown").arg(PG_OS_USER).arg(&pg_dir),
@@ -446,15 +436,7 @@ fn start_cluster() -> String {
         as_pg(&bin.join("initdb"), root)
             .arg("-D")
             .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ])
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"])
             .current_dir(&pg_dir),
         "initdb",
     )

@@ -1,0 +1,100 @@
+//! Shared-schema migrations: run before any tenant, stop the run when they fail, and are
+//! left alone by `down` unless `--shared` is given.
+
+use crate::helpers::*;
+use crate::support::TestDb;
+
+fn shared_set(registry_up: &str) -> MigDir {
+    let dir = MigDir::new();
+    dir.add(
+        "2024-01-01-000001_registry",
+        registry_up,
+        Some("DROP TABLE tenant_registry;"),
+    );
+    dir
+}
+
+const REGISTRY: &str = "CREATE TABLE tenant_registry (schema_name text PRIMARY KEY, active boolean NOT NULL); \
+     INSERT INTO tenant_registry VALUES ('ra', true), ('rb', true), ('rc', false);";
+
+fn up_with_shared(db: &TestDb, shared: &MigDir, extra: &[&str]) -> crate::support::Out {
+    let mut args = vec![
+        "--shared-migrations-dir",
+        shared.path_str(),
+        "--tenants-query",
+        "SELECT schema_name FROM public.tenant_registry WHERE active",
+        "--missing",
+        "create",
+    ];
+    args.extend_from_slice(extra);
+    mt(db, &args)
+}
+
+#[test]
+fn shared_migrations_run_first_and_feed_the_tenants_query() {
+    let db = TestDb::new();
+    let shared = shared_set(REGISTRY);
+    let out = up_with_shared(&db, &shared, &["up"]);
+    assert_code(&out, 0);
+    let first = out.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("shared schema public: none -> 20240101000001"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
+    assert_eq!(history(&db, "ra"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "rb"), versions(&EMBEDDED));
+    assert!(!schema_exists(&db, "rc"));
+
+    let status = up_with_shared(&db, &shared, &["status"]);
+    assert_code(&status, 0);
+    assert!(
+        status
+            .stdout
+            .starts_with("shared schema public: 20240101000001 (1 applied, 0 pending)"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn failing_shared_migrations_touch_no_tenant() {
+    let db = TestDb::new();
+    create_schemas(&db, &["ta", "tb"]);
+    let shared = MigDir::new();
+    shared.add(
+        "2024-01-01-000001_broken",
+        "CREATE TABLE x (id int); SELECT no_such_function();",
+        None,
+    );
+    let out = mt(
+        &db,
+        &["--shared-migrations-dir", shared.path_str(), "--tenants", "ta,tb", "up"],
+    );
+    assert_code(&out, 1);
+    assert_contains(
+        &out.stdout,
+        &["shared schema failed; no tenant was touched", "no_such_function"],
+    );
+    assert!(!has_history(&db, "ta") && !has_history(&db, "tb"));
+    assert!(!relation_exists(&db, "public", "x"));
+}
+
+#[test]
+fn down_leaves_the_shared_schema_alone_unless_asked() {
+    let db = TestDb::new();
+    let shared = shared_set(REGISTRY);
+    assert_code(&up_with_shared(&db, &shared, &["up"]), 0);
+
+    let down = up_with_shared(&db, &shared, &["down"]);
+    assert_code(&down, 0);
+    assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
+    assert_eq!(history(&db, "ra"), versions(&EMBEDDED[..4]));
+
+    let with_shared = up_with_shared(&db, &shared, &["down", "--shared"]);
+    assert_code(&with_shared, 0);
+    assert_eq!(history(&db, "ra"), versions(&EMBEDDED[..3]));
+    assert!(history(&db, "public").is_empty());
+    assert!(!relation_exists(&db, "public", "tenant_registry"));
+}

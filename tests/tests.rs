@@ -1,0 +1,32 @@
+//! Integration tests for the `migrate-tenants` binary, against a throwaway PostgreSQL cluster
+//! (see `support`). One test binary, so the cluster starts once; each test has its own database.
+
+mod support;
+
+#[path = "it/helpers.rs"]
+mod helpers;
+
+#[path = "it/concurrency.rs"]
+mod concurrency;
+#[path = "it/connection.rs"]
+mod connection;
+#[path = "it/failures.rs"]
+mod failures;
+#[path = "it/generate.rs"]
+mod generate;
+#[path = "it/isolation.rs"]
+mod isolation;
+#[path = "it/lifecycle.rs"]
+mod lifecycle;
+#[path = "it/names.rs"]
+mod names;
+#[path = "it/non_transactional.rs"]
+mod non_transactional;
+#[path = "it/search_path.rs"]
+mod search_path;
+#[path = "it/shared.rs"]
+mod shared;
+#[path = "it/tenants.rs"]
+mod tenants;
+#[path = "it/validation.rs"]
+mod validation;
