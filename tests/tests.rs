@@ -8,6 +8,8 @@ mod helpers;
 
 #[path = "it/concurrency.rs"]
 mod concurrency;
+#[path = "it/config.rs"]
+mod config;
 #[path = "it/connection.rs"]
 mod connection;
 #[path = "it/failures.rs"]

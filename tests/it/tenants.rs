@@ -73,14 +73,7 @@ fn tenants_query_errors_are_clear() {
     assert_code(&out, 2);
     assert_contains(&out.stderr, &["tenants query failed", "no_such_table"]);
     // Read-only: a query that writes is refused by PostgreSQL.
-    let out = mt(
-        &db,
-        &[
-            "--tenants-query",
-            "SELECT 't' || nextval('public.s')",
-            "up",
-        ],
-    );
+    let out = mt(&db, &["--tenants-query", "SELECT 't' || nextval('public.s')", "up"]);
     assert_code(&out, 2);
     assert_contains(&out.stderr, &["read-only transaction"]);
     assert_eq!(db.query("SELECT is_called FROM public.s"), "f");
