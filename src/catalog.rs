@@ -29,6 +29,9 @@ pub struct TenantState {
     pub exists: bool,
     /// It has a `__diesel_schema_migrations` table.
     pub has_history: bool,
+    /// Its history could not be read here (no privilege, or it changed under the catalog
+    /// pass): a worker reads it on the tenant's own connection and reports what it finds.
+    pub unreadable: bool,
     /// Bit i set: the set's migration i is applied.
     applied: Vec<u64>,
     /// Applied versions the set does not know.
@@ -71,6 +74,8 @@ struct SchemaRow {
     name: String,
     #[diesel(sql_type = Bool)]
     has_history: bool,
+    #[diesel(sql_type = Bool)]
+    readable: bool,
 }
 
 #[derive(QueryableByName)]
@@ -92,17 +97,21 @@ pub fn read_states(
     let mut states = vec![TenantState::default(); tenants.len()];
     let names: Vec<&str> = tenants.iter().map(SchemaName::as_str).collect();
     let rows: Vec<SchemaRow> = diesel::sql_query(format!(
-        "SELECT n.nspname::text AS name, EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid \
-         AND c.relname = '{HISTORY_TABLE}' AND c.relkind IN ('r', 'p')) AS has_history \
-         FROM pg_namespace n WHERE n.nspname = ANY($1)"
+        "SELECT n.nspname::text AS name, c.oid IS NOT NULL AS has_history, \
+         has_schema_privilege(n.oid, 'USAGE') AND (c.oid IS NULL OR has_table_privilege(c.oid, 'SELECT')) AS readable \
+         FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid \
+         AND c.relname = '{HISTORY_TABLE}' AND c.relkind IN ('r', 'p') \
+         WHERE n.nspname = ANY($1)"
     ))
     .bind::<Array<Text>, _>(&names)
     .load(conn)?;
     for row in rows {
         if let Some(&i) = index.get(row.name.as_str()) {
+            let unreadable = !row.readable;
             states[i] = TenantState {
                 exists: true,
                 has_history: row.has_history,
+                unreadable,
                 ..TenantState::default()
             };
         }
@@ -113,14 +122,24 @@ pub fn read_states(
         .enumerate()
         .map(|(i, m)| (m.version.as_str(), i))
         .collect();
-    let with_history: Vec<&SchemaName> = tenants
+    let readable: Vec<&SchemaName> = tenants
         .iter()
         .zip(&states)
-        .filter(|(_, s)| s.has_history)
+        .filter(|(_, s)| s.has_history && !s.unreadable)
         .map(|(t, _)| t)
         .collect();
-    for chunk in with_history.chunks(BATCH) {
-        for row in history_batch(conn, chunk)? {
+    for chunk in readable.chunks(BATCH) {
+        let rows = match history_batch(conn, chunk) {
+            Ok(rows) => rows,
+            Err(e) => {
+                // A table dropped or locked down since the first query: leave these
+                // tenants to the workers, which report each one precisely.
+                log::debug!("catalog pass: a batch of {} history tables failed: {e}", chunk.len());
+                chunk.iter().for_each(|t| states[index[t.as_str()]].unreadable = true);
+                continue;
+            }
+        };
+        for row in rows {
             let Some(&t) = index.get(row.schema.as_str()) else {
                 continue;
             };

@@ -60,6 +60,12 @@ pub struct Global {
     #[arg(long, global = true, default_value = "public", value_name = "SCHEMAS")]
     pub search_path_suffix: String,
 
+    /// lock_timeout for migration statements, in milliseconds: a DDL statement that waits
+    /// longer for a table lock fails (and rolls back) instead of queueing the application
+    /// behind it (default: the server's setting).
+    #[arg(long, global = true, value_name = "MS")]
+    pub lock_timeout: Option<u64>,
+
     /// Stop starting new tenants after the first failure.
     #[arg(long, global = true)]
     pub fail_fast: bool,
@@ -85,20 +91,21 @@ pub struct Global {
 /// Which tenants a command is about: exactly one source, then selection.
 #[derive(Debug, Args)]
 pub struct TenantArgs {
-    /// Tenant schemas, comma-separated.
-    #[arg(long, env = "TENANTS", global = true, value_delimiter = ',', value_name = "NAMES")]
+    /// Tenant schemas, comma-separated [env: TENANTS].
+    #[arg(long, global = true, value_delimiter = ',', value_name = "NAMES")]
     pub tenants: Vec<String>,
 
     /// File with one tenant per line (# comments and blank lines ignored; - reads stdin).
     #[arg(long, global = true, value_name = "PATH")]
     pub tenants_file: Option<PathBuf>,
 
-    /// SQL query returning one text column of tenant names (run read-only).
-    #[arg(long, env = "TENANTS_QUERY", global = true, value_name = "SQL")]
+    /// SQL query returning one text column of tenant names, run read-only [env: TENANTS_QUERY].
+    #[arg(long, global = true, value_name = "SQL")]
     pub tenants_query: Option<String>,
 
-    /// SQL LIKE pattern over existing schemas, e.g. 'tenant_%' (never pg_*, information_schema, public).
-    #[arg(long, env = "TENANT_SCHEMA_PATTERN", global = true, value_name = "PATTERN")]
+    /// SQL LIKE pattern over existing schemas, e.g. 'tenant_%' (never pg_*, information_schema,
+    /// public) [env: TENANT_SCHEMA_PATTERN].
+    #[arg(long, global = true, value_name = "PATTERN")]
     pub schema_pattern: Option<String>,
 
     /// Only this tenant (repeatable).
@@ -271,7 +278,8 @@ impl Global {
         }
         config.concurrency = self.concurrency;
         config.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
-        config.search_path_suffix = schema_list(&self.search_path_suffix)?;
+        config.settings.search_path_suffix = schema_list(&self.search_path_suffix)?;
+        config.settings.lock_timeout = self.lock_timeout.map(Duration::from_millis);
         config.fail_fast = self.fail_fast;
         config.shared = SharedConfig {
             schema: SchemaName::shared(&self.shared_schema).map_err(|e| UsageError(format!("--shared-schema: {e}")))?,
@@ -287,35 +295,36 @@ impl Global {
 }
 
 impl TenantArgs {
-    /// Exactly one tenant source.
+    /// Exactly one tenant source: from the flags if any is given (flags win over the
+    /// environment), else from TENANTS, TENANTS_QUERY or TENANT_SCHEMA_PATTERN.
     fn source(&self) -> Result<TenantSource, UsageError> {
-        let mut sources = Vec::new();
+        let mut flags = Vec::new();
         if !self.tenants.is_empty() {
-            sources.push((
-                "--tenants/TENANTS",
+            flags.push((
+                "--tenants",
                 TenantSource::List(self.tenants.iter().map(|t| t.trim().to_string()).collect()),
             ));
         }
         if let Some(path) = &self.tenants_file {
-            sources.push(("--tenants-file", TenantSource::File(path.clone())));
+            flags.push(("--tenants-file", TenantSource::File(path.clone())));
         }
         if let Some(sql) = &self.tenants_query {
-            sources.push(("--tenants-query/TENANTS_QUERY", TenantSource::Query(sql.clone())));
+            flags.push(("--tenants-query", TenantSource::Query(sql.clone())));
         }
         if let Some(pattern) = &self.schema_pattern {
-            sources.push((
-                "--schema-pattern/TENANT_SCHEMA_PATTERN",
-                TenantSource::Pattern(pattern.clone()),
-            ));
+            flags.push(("--schema-pattern", TenantSource::Pattern(pattern.clone())));
         }
-        match sources.len() {
-            1 => Ok(sources.pop().expect("one").1),
+        if flags.is_empty() {
+            flags = env_sources();
+        }
+        match flags.len() {
+            1 => Ok(flags.pop().expect("one").1),
             0 => Err(UsageError(
                 "no tenants: give exactly one of --tenants, --tenants-file, --tenants-query or --schema-pattern".into(),
             )),
             _ => Err(UsageError(format!(
                 "several tenant sources given ({}); give exactly one",
-                sources.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+                flags.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
             ))),
         }
     }
@@ -344,6 +353,25 @@ impl CliCommand {
             _ => return None,
         })
     }
+}
+
+/// Tenant sources set in the environment (non-empty variables only).
+fn env_sources() -> Vec<(&'static str, TenantSource)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut sources = Vec::new();
+    if let Some(list) = var("TENANTS") {
+        sources.push((
+            "TENANTS",
+            TenantSource::List(list.split(',').map(|t| t.trim().to_string()).collect()),
+        ));
+    }
+    if let Some(sql) = var("TENANTS_QUERY") {
+        sources.push(("TENANTS_QUERY", TenantSource::Query(sql)));
+    }
+    if let Some(pattern) = var("TENANT_SCHEMA_PATTERN") {
+        sources.push(("TENANT_SCHEMA_PATTERN", TenantSource::Pattern(pattern)));
+    }
+    sources
 }
 
 fn schema_list(list: &str) -> Result<Vec<SchemaName>, UsageError> {

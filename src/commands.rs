@@ -9,10 +9,10 @@ use migrate_tenants::database::DatabaseUrl;
 use migrate_tenants::lifecycle;
 use migrate_tenants::migration_set::DownSql;
 use migrate_tenants::report::exit;
-use migrate_tenants::report::FleetReport;
-use migrate_tenants::runner::Observer;
+use migrate_tenants::report::RunKind;
+
 use migrate_tenants::runner::{self, RunError};
-use migrate_tenants::RunConfig;
+use migrate_tenants::Command;
 use std::io::Write;
 
 /// Logging through env_logger (`RUST_LOG`, quiet by default). Every line passes through
@@ -66,14 +66,17 @@ fn run_error(e: RunError) -> (i32, String) {
 fn fleet(global: &Global, command: &CliCommand) -> Outcome {
     let include_shared = matches!(command, CliCommand::Down { shared: true, .. });
     let config = global.run_config(include_shared, None).map_err(usage)?;
-    let name = match command {
-        CliCommand::Tenant(_) => "tenant list",
-        _ => command.fleet_command().expect("fleet command").name(),
+    let (command, kind) = match command {
+        CliCommand::Tenant(TenantCommand::List) => (Command::Status, RunKind::TenantList),
+        other => {
+            let command = other.fleet_command().expect("a fleet command");
+            let kind = RunKind::from(&command);
+            (command, kind)
+        }
     };
-    let command = command.fleet_command().expect("fleet command");
-    let mut printer = Printer::new(global.format, global.quiet, name);
+    let mut printer = Printer::new(global.format, global.quiet, kind);
     let mut report = runner::run(&config, &command, &mut printer).map_err(run_error)?;
-    report.command = name.to_string();
+    report.command = kind;
     printer.finish(&report);
     Ok(report.exit_code())
 }
@@ -125,34 +128,27 @@ fn generate(global: &Global, name: &str, no_transaction: bool) -> Outcome {
 }
 
 fn tenant(global: &Global, command: &TenantCommand) -> Outcome {
-    let (names, run): (&Vec<String>, Lifecycle) = match command {
+    let (names, kind) = match command {
         TenantCommand::List => return fleet(global, &CliCommand::Tenant(TenantCommand::List)),
-        TenantCommand::Create { names, if_not_exists } => (
-            names,
-            Box::new(move |c, n, o| lifecycle::create(c, n, *if_not_exists, o)),
-        ),
-        TenantCommand::Drop { names, yes, force } => {
-            if !yes {
-                return Err((
-                    exit::USAGE,
-                    "tenant drop deletes the tenants' schemas and data: add --yes to confirm".into(),
-                ));
-            }
-            (names, Box::new(move |c, n, o| lifecycle::drop(c, n, *force, o)))
+        TenantCommand::Create { names, .. } => (names, RunKind::TenantCreate),
+        TenantCommand::Drop { yes: false, .. } => {
+            return Err((
+                exit::USAGE,
+                "tenant drop deletes the tenants' schemas and data: add --yes to confirm".into(),
+            ));
         }
+        TenantCommand::Drop { names, .. } => (names, RunKind::TenantDrop),
     };
     let config = global
         .run_config(false, Some(TenantSource::List(names.clone())))
         .map_err(usage)?;
-    let name = if matches!(command, TenantCommand::Create { .. }) {
-        "tenant create"
-    } else {
-        "tenant drop"
-    };
-    let mut printer = Printer::new(global.format, global.quiet, name);
-    let report = run(&config, names, &mut printer).map_err(run_error)?;
+    let mut printer = Printer::new(global.format, global.quiet, kind);
+    let report = match command {
+        TenantCommand::Create { if_not_exists, .. } => lifecycle::create(&config, names, *if_not_exists, &mut printer),
+        TenantCommand::Drop { force, .. } => lifecycle::drop(&config, names, *force, &mut printer),
+        TenantCommand::List => unreachable!("handled above"),
+    }
+    .map_err(run_error)?;
     printer.finish(&report);
     Ok(report.exit_code())
 }
-
-type Lifecycle<'a> = Box<dyn Fn(&RunConfig, &[String], &mut dyn Observer) -> Result<FleetReport, RunError> + 'a>;

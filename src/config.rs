@@ -4,6 +4,7 @@ Plain configuration the engine takes: no clap here. The CLI converts its flags i
 */
 
 use crate::database::DatabaseUrl;
+use crate::harness::Settings;
 use crate::tenant::SchemaName;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -116,8 +117,8 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// Connection timeout.
     pub connect_timeout: Duration,
-    /// Schemas after the tenant's on its `search_path` while it migrates.
-    pub search_path_suffix: Vec<SchemaName>,
+    /// `search_path` suffix and `lock_timeout` for migrations.
+    pub settings: Settings,
     /// Stop starting tenants after the first failure.
     pub fail_fast: bool,
     /// The shared schema and its migrations.
@@ -139,7 +140,10 @@ impl RunConfig {
             missing: MissingPolicy::Error,
             concurrency: DEFAULT_CONCURRENCY,
             connect_timeout,
-            search_path_suffix: vec![SchemaName::shared("public").expect("valid")],
+            settings: Settings {
+                search_path_suffix: vec![SchemaName::shared("public").expect("valid")],
+                lock_timeout: None,
+            },
             fail_fast: false,
             shared: SharedConfig {
                 schema: SchemaName::shared("public").expect("valid"),

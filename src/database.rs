@@ -25,12 +25,17 @@ impl DatabaseUrl {
     /// Wraps a connection string, adding `connect_timeout` (whole seconds, at least 1)
     /// unless it already has one.
     pub fn new(raw: &str, connect_timeout: Duration) -> DatabaseUrl {
-        let secs = connect_timeout.as_secs().max(1);
+        let secs = connect_timeout.as_secs().max(1).to_string();
         match url::Url::parse(raw) {
             Ok(mut url) if matches!(url.scheme(), "postgres" | "postgresql") => {
-                let password = url.password().map(percent_decode);
+                // libpq also takes the password as a query parameter.
+                let password = url.password().map(percent_decode).or_else(|| {
+                    url.query_pairs()
+                        .find(|(k, _)| k == "password")
+                        .map(|(_, v)| v.into_owned())
+                });
                 if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
-                    url.query_pairs_mut().append_pair("connect_timeout", &secs.to_string());
+                    url.query_pairs_mut().append_pair("connect_timeout", &secs);
                 }
                 DatabaseUrl {
                     raw: url.to_string(),
@@ -38,9 +43,10 @@ impl DatabaseUrl {
                 }
             }
             _ => {
-                let password = keyword_value(raw, "password");
+                let pairs = conninfo_pairs(raw);
+                let password = pairs.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone());
                 let mut raw = raw.trim().to_string();
-                if keyword_value(&raw, "connect_timeout").is_none() {
+                if !pairs.iter().any(|(k, _)| k == "connect_timeout") {
                     raw.push_str(&format!(" connect_timeout={secs}"));
                 }
                 DatabaseUrl { raw, password }
@@ -53,12 +59,21 @@ impl DatabaseUrl {
         &self.raw
     }
 
-    /// `text` with every occurrence of the password replaced by `***`.
+    /// `text` with every occurrence of the password (as typed, or percent-encoded)
+    /// replaced by `***`.
     pub fn scrub(&self, text: &str) -> String {
         match &self.password {
             Some(p) if !p.is_empty() => {
-                let encoded = url::form_urlencoded::byte_serialize(p.as_bytes()).collect::<String>();
-                text.replace(p.as_str(), "***").replace(&encoded, "***")
+                let encoded: String = url::form_urlencoded::byte_serialize(p.as_bytes()).collect();
+                let percent = url::Url::parse("postgres://u@h/").ok().and_then(|mut u| {
+                    u.set_password(Some(p)).ok()?;
+                    u.password().map(str::to_string)
+                });
+                let mut out = text.replace(p.as_str(), "***").replace(&encoded, "***");
+                if let Some(percent) = percent {
+                    out = out.replace(&percent, "***");
+                }
+                out
             }
             _ => text.to_string(),
         }
@@ -68,12 +83,37 @@ impl DatabaseUrl {
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match url::Url::parse(&self.raw) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("***"));
+            Ok(mut url) if matches!(url.scheme(), "postgres" | "postgresql") => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                if pairs.iter().any(|(k, _)| k == "password") {
+                    let mut query = url.query_pairs_mut();
+                    query.clear();
+                    for (k, v) in &pairs {
+                        query.append_pair(k, if k == "password" { "***" } else { v });
+                    }
+                }
                 write!(f, "{url}")
             }
-            Ok(url) => write!(f, "{url}"),
-            Err(_) => f.write_str(&self.scrub(&self.raw)),
+            // The key=value form: show everything but the password.
+            _ => {
+                let shown: Vec<String> = conninfo_pairs(&self.raw)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        if k == "password" {
+                            format!("{k}=***")
+                        } else {
+                            format!("{k}={v}")
+                        }
+                    })
+                    .collect();
+                f.write_str(&self.scrub(&shown.join(" ")))
+            }
         }
     }
 }
@@ -91,12 +131,43 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-/// The value of `key` in a `key=value` connection string (quotes not unescaped).
-fn keyword_value(conninfo: &str, key: &str) -> Option<String> {
-    conninfo.split_whitespace().find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == key).then(|| v.trim_matches('\'').to_string())
-    })
+/// The `key = value` pairs of a libpq keyword/value string: values may be single-quoted,
+/// with `\'` and `\\` escapes (libpq's rules).
+fn conninfo_pairs(conninfo: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = conninfo.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        if key.is_empty() {
+            break;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next_if_eq(&'=').is_none() {
+            break;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
+    pairs
 }
 
 /// A pooled connection plus whether its last unit of work left it clean.
@@ -204,6 +275,30 @@ mod tests {
             url.scrub("bad password s@cret and s%40cret"),
             "bad password *** and ***"
         );
+    }
+
+    #[test]
+    fn password_as_a_query_parameter_is_hidden() {
+        let url = DatabaseUrl::new(
+            "postgresql://app@db/main?password=hunter2&sslmode=disable",
+            Duration::from_secs(3),
+        );
+        let shown = url.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sslmode=disable"));
+        assert_eq!(url.scrub("error near hunter2"), "error near ***");
+    }
+
+    #[test]
+    fn quoted_keyword_password_is_hidden() {
+        let url = DatabaseUrl::new(
+            "host=db port=1 password='open \\'sesame' dbname=x",
+            Duration::from_secs(3),
+        );
+        let shown = url.to_string();
+        assert!(!shown.contains("open") && !shown.contains("sesame"), "{shown}");
+        assert!(shown.contains("host=db") && shown.contains("connect_timeout=3"));
+        assert_eq!(url.scrub("x open 'sesame y"), "x *** y");
     }
 
     #[test]

@@ -37,9 +37,12 @@ pub enum DiscoveryError {
     /// The tenants query failed.
     #[error("the tenants query failed: {0} (it must return one text column of schema names)")]
     Query(String),
-    /// `--strict` and an invalid name was found.
-    #[error("invalid tenant name(s) (--strict):{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    /// An invalid name in a strict selection (`--strict`, or a hand-typed `--tenants` list).
+    #[error("invalid tenant name(s); nothing was changed (use --tenants-file or a query without --strict to skip them):{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
     Invalid(Vec<NameError>),
+    /// `--tenant` named tenants the source did not return.
+    #[error("--tenant {} not among the discovered tenants; nothing was changed", .0.join(", "))]
+    NotFound(Vec<String>),
 }
 
 #[derive(QueryableByName)]
@@ -48,40 +51,69 @@ struct NameRow {
     name: Option<String>,
     #[diesel(sql_type = Text)]
     r#type: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    columns: i32,
 }
 
-/// Reads the raw names from `source` (a query or pattern needs `conn`).
-pub fn read_names(conn: &mut PgConnection, source: &TenantSource) -> Result<Vec<String>, DiscoveryError> {
+/// Reads names that need no database (a list, a file); `None` for sources that do.
+pub fn read_offline(source: &TenantSource) -> Result<Option<Vec<String>>, DiscoveryError> {
     match source {
-        TenantSource::List(names) => Ok(names.clone()),
-        TenantSource::File(path) => read_file(path).map_err(|source| DiscoveryError::File {
+        TenantSource::List(names) => Ok(Some(names.clone())),
+        TenantSource::File(path) => read_file(path).map(Some).map_err(|source| DiscoveryError::File {
             path: path.display().to_string(),
             source,
         }),
-        TenantSource::Query(sql) => run_query(conn, sql),
-        TenantSource::Pattern(pattern) => schemas_like(conn, pattern).map_err(|e| DiscoveryError::Query(e.to_string())),
+        TenantSource::Query(_) | TenantSource::Pattern(_) => Ok(None),
     }
 }
 
+/// Reads names from any source (a query or a pattern runs on `conn`).
+pub fn read_from_database(conn: &mut PgConnection, source: &TenantSource) -> Result<Vec<String>, DiscoveryError> {
+    match source {
+        TenantSource::Query(sql) => run_query(conn, sql),
+        TenantSource::Pattern(pattern) => schemas_like(conn, pattern).map_err(|e| DiscoveryError::Query(e.to_string())),
+        other => Ok(read_offline(other)?.unwrap_or_default()),
+    }
+}
+
+/// How discovered names are narrowed down.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// Only these (empty: all). Each must be among the discovered names.
+    pub only: &'a [String],
+    /// Never these.
+    pub exclude: &'a [String],
+    /// An invalid name fails discovery instead of being skipped.
+    pub strict: bool,
+    /// The shared schema, which is never a tenant.
+    pub shared: &'a SchemaName,
+}
+
 /// Validates, selects, de-duplicates and sorts names.
-pub fn select(
-    names: Vec<String>,
-    only: &[String],
-    exclude: &[String],
-    strict: bool,
-) -> Result<Discovered, DiscoveryError> {
+pub fn select(names: Vec<String>, selection: &Selection<'_>) -> Result<Discovered, DiscoveryError> {
     let mut found = Discovered::default();
     for name in names {
         match SchemaName::tenant(&name) {
+            Ok(t) if t == *selection.shared => found.invalid.push(NameError::Shared(name)),
             Ok(t) => found.tenants.push(t),
             Err(e) => found.invalid.push(e),
         }
     }
-    if strict && !found.invalid.is_empty() {
+    if selection.strict && !found.invalid.is_empty() {
         return Err(DiscoveryError::Invalid(found.invalid));
     }
+    let unknown: Vec<String> = selection
+        .only
+        .iter()
+        .filter(|o| !found.tenants.iter().any(|t| t.as_str() == o.as_str()))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(DiscoveryError::NotFound(unknown));
+    }
     found.tenants.retain(|t| {
-        (only.is_empty() || only.iter().any(|o| o == t.as_str())) && !exclude.iter().any(|x| x == t.as_str())
+        let only = selection.only.is_empty() || selection.only.iter().any(|o| o == t.as_str());
+        only && !selection.exclude.iter().any(|x| x == t.as_str())
     });
     found.tenants.sort();
     found.tenants.dedup();
@@ -113,15 +145,22 @@ fn run_query(conn: &mut PgConnection, sql: &str) -> Result<Vec<String>, Discover
     let failed = |e: diesel::result::Error| DiscoveryError::Query(crate::harness::describe(&e, None));
     conn.batch_execute("BEGIN READ ONLY").map_err(failed)?;
     let wrapped = format!(
-        "SELECT q.name::text AS name, pg_typeof(q.name)::text AS type FROM ({}\n) AS q(name)",
+        "SELECT q.name::text AS name, pg_typeof(q.name)::text AS type, \
+         (SELECT count(*) FROM json_each(row_to_json(q)))::int AS columns FROM ({}\n) AS q(name)",
         sql.trim().trim_end_matches(';')
     );
     let rows = diesel::sql_query(wrapped).load::<NameRow>(conn);
     let _ = conn.batch_execute("ROLLBACK");
     let rows = rows.map_err(failed)?;
+    if let Some(row) = rows.iter().find(|r| r.columns != 1) {
+        return Err(DiscoveryError::Query(format!(
+            "it returns {} columns, not one",
+            row.columns
+        )));
+    }
     if let Some(row) = rows.iter().find(|r| !TEXT_TYPES.contains(&r.r#type.as_str())) {
         return Err(DiscoveryError::Query(format!(
-            "its first column is of type {}, not text",
+            "its column is of type {}, not text",
             row.r#type
         )));
     }
@@ -133,7 +172,7 @@ const TEXT_TYPES: [&str; 4] = ["text", "character varying", "name", "character"]
 /// Existing schemas matching a `LIKE` pattern, never system schemas or `public`.
 fn schemas_like(conn: &mut PgConnection, pattern: &str) -> QueryResult<Vec<String>> {
     diesel::sql_query(
-        "SELECT nspname::text AS name, 'name' AS type FROM pg_namespace WHERE nspname LIKE $1 \
+        "SELECT nspname::text AS name, 'name' AS type, 1 AS columns FROM pg_namespace WHERE nspname LIKE $1 \
          AND nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', 'public') ORDER BY 1",
     )
     .bind::<Text, _>(pattern)
@@ -155,12 +194,31 @@ mod tests {
 
     #[test]
     fn selection_sorts_dedups_and_reports_invalid() {
-        let names = ["b", "a", "b", "Bad", "c"].map(String::from).to_vec();
-        let d = select(names.clone(), &[], &["c".into()], false).unwrap();
+        let shared = SchemaName::shared("shared_stuff").unwrap();
+        let names = ["b", "a", "b", "Bad", "c", "shared_stuff"].map(String::from).to_vec();
+        let exclude = ["c".to_string()];
+        let only = ["b".to_string()];
+        let base = Selection {
+            only: &[],
+            exclude: &exclude,
+            strict: false,
+            shared: &shared,
+        };
+        let d = select(names.clone(), &base).unwrap();
         assert_eq!(d.tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(d.invalid.len(), 1);
-        assert!(select(names.clone(), &[], &[], true).is_err());
-        let only = select(names, &["b".into()], &[], false).unwrap();
-        assert_eq!(only.tenants.len(), 1);
+        assert_eq!(d.invalid.len(), 2, "Bad and the shared schema");
+        assert!(select(names.clone(), &Selection { strict: true, ..base }).is_err());
+        assert_eq!(
+            select(names.clone(), &Selection { only: &only, ..base })
+                .unwrap()
+                .tenants
+                .len(),
+            1
+        );
+        let missing = ["zz".to_string()];
+        assert!(matches!(
+            select(names, &Selection { only: &missing, ..base }),
+            Err(DiscoveryError::NotFound(_))
+        ));
     }
 }

@@ -60,7 +60,7 @@ pub fn generate(
     let dir_name = target.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let write = |file: &str, text: String| std::fs::write(target.join(file), text).map_err(io(&target.join(file)));
     write("up.sql", up_template(&dir_name))?;
-    write("down.sql", DOWN_TEMPLATE.to_string())?;
+    write("down.sql", down_template(&dir_name))?;
     if !run_in_transaction {
         write(
             "metadata.toml",
@@ -82,8 +82,8 @@ fn existing_versions(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(versions)
 }
 
-/// A placeholder that loads as a valid migration but refuses to run until edited, so a
-/// forgotten edit can never be recorded as applied.
+/// Placeholders that load as a valid migration but refuse to run until edited, so a
+/// forgotten edit can never be recorded as applied, nor silently "reverted".
 fn up_template(dir_name: &str) -> String {
     format!(
         "-- Runs once in every tenant schema, with search_path = <tenant>, public.\n\
@@ -92,9 +92,14 @@ fn up_template(dir_name: &str) -> String {
     )
 }
 
-const DOWN_TEMPLATE: &str = "-- Undo everything up.sql does.\n\
--- An empty (or comment-only) down.sql reverts as a no-op: only the history row is removed.\n\
--- Delete this file to make the migration irreversible (`down` will then refuse it).\n";
+fn down_template(dir_name: &str) -> String {
+    format!(
+        "-- Undo everything up.sql does. Replace the statement below.\n\
+         -- An empty (or comment-only) down.sql reverts as a no-op: only the history row is removed.\n\
+         -- Delete this file to make the migration irreversible (`down` will then refuse it).\n\
+         DO $$ BEGIN RAISE EXCEPTION 'migration {dir_name} has no reverse written yet: edit its down.sql'; END $$;\n"
+    )
+}
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,9 @@ pub const HISTORY_DDL: &str = "(
        run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )";
 
+/// Marks the error raised when a migration ended its own transaction.
+const SPLIT: &str = "migrate-tenants: transaction split";
+
 /// The history table's name (unqualified, as diesel names it).
 pub const HISTORY_TABLE: &str = "__diesel_schema_migrations";
 
@@ -60,6 +63,9 @@ pub enum HarnessError {
     /// The tenant's history holds a version this binary does not know.
     #[error("applied version {0} is not known to this binary (was it migrated by a newer release?)")]
     UnknownVersion(String),
+    /// The command refuses this schema (already exists, not a tenant, ...).
+    #[error("{0}")]
+    Refused(String),
     /// The schema does not exist.
     #[error("schema {0} does not exist (create it, or run with --missing create or --missing skip)")]
     MissingSchema(String),
@@ -89,6 +95,15 @@ struct VersionRow {
     version: String,
 }
 
+/// How migrations run on every tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Schemas after the tenant's on `search_path` (shared objects, extensions).
+    pub search_path_suffix: Vec<SchemaName>,
+    /// `lock_timeout` for migration statements (none: PostgreSQL's setting applies).
+    pub lock_timeout: Option<std::time::Duration>,
+}
+
 /// Direction of a migration step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -102,6 +117,8 @@ pub struct TenantHarness<'a> {
     schema: SchemaName,
     /// The `search_path` value migrations run with, as a SQL literal.
     search_path: String,
+    /// `lock_timeout` for migration statements, e.g. `5000ms`.
+    lock_timeout: Option<String>,
     released: bool,
 }
 
@@ -109,7 +126,7 @@ impl<'a> TenantHarness<'a> {
     /// Takes the tenant's session advisory lock, waiting while another runner holds it.
     ///
     /// `suffix` follows the tenant on `search_path` (shared schemas such as `public`).
-    pub fn lock(session: &'a mut Session, schema: &SchemaName, suffix: &[SchemaName]) -> Result<TenantHarness<'a>> {
+    pub fn lock(session: &'a mut Session, schema: &SchemaName, settings: &Settings) -> Result<TenantHarness<'a>> {
         session.clean = false;
         let key = schema.lock_key();
         let got = |conn: &mut PgConnection, sql: &str| -> Result<bool> {
@@ -123,11 +140,15 @@ impl<'a> TenantHarness<'a> {
             log::info!("{schema}: another runner holds its lock; waiting");
             got(&mut session.conn, "SELECT true AS flag FROM pg_advisory_lock($1)")?;
         }
-        let path: Vec<String> = std::iter::once(schema).chain(suffix).map(SchemaName::quoted).collect();
+        let path: Vec<String> = std::iter::once(schema)
+            .chain(&settings.search_path_suffix)
+            .map(SchemaName::quoted)
+            .collect();
         Ok(TenantHarness {
             session,
             schema: schema.clone(),
             search_path: quote_literal(&path.join(", ")),
+            lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
             released: false,
         })
     }
@@ -158,11 +179,7 @@ impl<'a> TenantHarness<'a> {
 
     /// Whether the schema has a history table (whether it is a tenant at all).
     pub fn has_history(&mut self) -> Result<bool> {
-        let table = quote_literal(&self.history());
-        diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
-            .get_result::<Flag>(self.conn())
-            .map(|f| f.flag)
-            .map_err(|e| db_error("looking for the history table", &e))
+        history_exists(&mut self.session.conn, &self.schema)
     }
 
     /// `DROP SCHEMA ... CASCADE`: the tenant and all its data.
@@ -184,32 +201,21 @@ impl<'a> TenantHarness<'a> {
             if !create_schema && e.to_string().contains("does not exist") {
                 HarnessError::MissingSchema(self.schema.to_string())
             } else {
-                db_error("creating the history table", &e)
+                db_error(
+                    if create_schema {
+                        "creating the schema and its history table"
+                    } else {
+                        "creating the history table"
+                    },
+                    &e,
+                )
             }
         })
     }
 
     /// Applied versions, newest first (empty when there is no history table).
     pub fn applied(&mut self) -> Result<Vec<String>> {
-        let sql = format!(
-            "SELECT version::text AS version FROM {} ORDER BY version DESC",
-            self.history()
-        );
-        match diesel::sql_query(sql).load::<VersionRow>(self.conn()) {
-            Ok(rows) => Ok(rows.into_iter().map(|r| r.version).collect()),
-            Err(e) => {
-                let table = quote_literal(&self.history());
-                let exists = diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
-                    .get_result::<Flag>(self.conn())
-                    .map(|f| f.flag)
-                    .unwrap_or(true);
-                if exists {
-                    Err(db_error("reading the migration history", &e))
-                } else {
-                    Ok(Vec::new())
-                }
-            }
-        }
+        applied_versions(&mut self.session.conn, &self.schema)
     }
 
     /// Runs `migration`'s `up.sql` and records it, atomically unless the migration runs
@@ -258,7 +264,9 @@ impl<'a> TenantHarness<'a> {
         };
         result.map_err(|message| {
             let file = if dir == Direction::Up { "up.sql" } else { "down.sql" };
-            let rolled_back = if m.run_in_transaction || in_tx {
+            let rolled_back = if message.contains(SPLIT) {
+                "NOT rolled back: check the schema before retrying"
+            } else if m.run_in_transaction || in_tx {
                 "rolled back"
             } else {
                 "NOT rolled back: it runs outside a transaction; check the schema before retrying"
@@ -270,20 +278,42 @@ impl<'a> TenantHarness<'a> {
         })
     }
 
+    /// Sets `search_path` (and `lock_timeout`) for the migration and checks the schema is
+    /// really the current one. In a transaction (`local`), the settings end at COMMIT and
+    /// the transaction id is remembered, so [`Self::check_after`] can tell whether the
+    /// migration ended the transaction.
     fn enter(&self, local: bool) -> String {
-        format!(
-            "SELECT set_config('search_path', {path}, {local});\n\
-             DO $mt$BEGIN IF current_schema() IS DISTINCT FROM {schema} THEN RAISE EXCEPTION \
+        let mut sql = format!("SELECT set_config('search_path', {}, {local});\n", self.search_path);
+        if let Some(timeout) = &self.lock_timeout {
+            sql.push_str(&format!(
+                "SELECT set_config('lock_timeout', {}, {local});\n",
+                quote_literal(timeout)
+            ));
+        }
+        if local {
+            sql.push_str("SELECT set_config('migrate_tenants.txid', txid_current()::text, true);\n");
+        }
+        sql.push_str(&format!(
+            "DO $mt$BEGIN IF current_schema() IS DISTINCT FROM {schema} THEN RAISE EXCEPTION \
              'migrate-tenants: schema % is not usable (current_schema() is %): does it exist, and may this role use it?', \
              {schema}, current_schema(); END IF; END$mt$;\n",
-            path = self.search_path,
             schema = self.schema.literal(),
-        )
+        ));
+        sql
     }
 
-    fn check_path(&self) -> String {
+    /// Checks the migration left `search_path` alone and, in a transaction, did not end it.
+    fn check_after(&self, local: bool) -> String {
+        let split = if local {
+            format!(
+                "IF current_setting('migrate_tenants.txid', true) IS DISTINCT FROM txid_current()::text THEN RAISE EXCEPTION \
+                 '{SPLIT}: the migration ended its transaction (COMMIT/ROLLBACK); what ran before that is committed'; END IF; "
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "DO $mt$BEGIN IF current_setting('search_path') IS DISTINCT FROM {path} THEN RAISE EXCEPTION \
+            "DO $mt$BEGIN {split}IF current_setting('search_path') IS DISTINCT FROM {path} THEN RAISE EXCEPTION \
              'migrate-tenants: the migration changed search_path to %; a migration must not change search_path', \
              current_setting('search_path'); END IF; END$mt$;\n",
             path = self.search_path,
@@ -294,7 +324,7 @@ impl<'a> TenantHarness<'a> {
     fn step_in_transaction(&mut self, body: &str, bookkeeping: &str, in_tx: bool) -> std::result::Result<(), String> {
         let (begin, commit) = if in_tx { ("", "") } else { ("BEGIN;\n", "COMMIT;") };
         let prefix = format!("{begin}{}", self.enter(true));
-        let batch = format!("{prefix}{body}\n;\n{}{bookkeeping};\n{commit}", self.check_path());
+        let batch = format!("{prefix}{body}\n;\n{}{bookkeeping};\n{commit}", self.check_after(true));
         match self.conn().batch_execute(&batch) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -310,7 +340,7 @@ impl<'a> TenantHarness<'a> {
     /// A single statement that cannot run in a transaction block: sent alone.
     fn step_outside_transaction(&mut self, body: &str, bookkeeping: &str) -> std::result::Result<(), String> {
         let enter = self.enter(false);
-        let finish = format!("{}{bookkeeping};", self.check_path());
+        let finish = format!("{}{bookkeeping};", self.check_after(false));
         let result = self
             .conn()
             .batch_execute(&enter)
@@ -334,16 +364,28 @@ impl<'a> TenantHarness<'a> {
 
     fn unlock(&mut self) -> Result<()> {
         let sql = format!(
-            "RESET search_path; SELECT pg_advisory_unlock({});",
-            self.schema.lock_key()
+            "{SESSION_RESET}\n\
+             DO $mt$BEGIN IF NOT pg_advisory_unlock({key}) THEN RAISE EXCEPTION \
+             'migrate-tenants: the advisory lock of % was lost during the run (did a migration call \
+             pg_advisory_unlock_all() or DISCARD ALL?); another runner may have migrated it at the same time', {schema}; \
+             END IF; END$mt$;",
+            key = self.schema.lock_key(),
+            schema = self.schema.literal(),
         );
         self.conn()
             .batch_execute(&sql)
-            .map_err(|e| db_error("releasing the advisory lock", &e))?;
+            .map_err(|e| db_error("releasing the tenant", &e))?;
         self.session.clean = true;
         Ok(())
     }
 }
+
+/// Undoes whatever session state a migration may have left behind (`SET` of any setting,
+/// `SET ROLE`, `SET SESSION AUTHORIZATION`, temporary tables, `LISTEN`), so the next tenant
+/// on this pooled connection starts clean. `RESET ALL` keeps settings given at connection
+/// time (URL `options`). Never `DISCARD ALL`: it would drop diesel's prepared statements and
+/// the advisory lock.
+const SESSION_RESET: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; UNLISTEN *;";
 
 impl Drop for TenantHarness<'_> {
     fn drop(&mut self) {
@@ -353,6 +395,31 @@ impl Drop for TenantHarness<'_> {
             }
         }
     }
+}
+
+/// Applied versions of `schema`, newest first (empty when it has no history table). Reads
+/// without the tenant's lock: for `status`, and for the harness once it holds the lock.
+pub fn applied_versions(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT version::text AS version FROM {}.{HISTORY_TABLE} ORDER BY version DESC",
+        schema.quoted()
+    );
+    match diesel::sql_query(sql).load::<VersionRow>(conn) {
+        Ok(rows) => Ok(rows.into_iter().map(|r| r.version).collect()),
+        Err(e) if !history_exists(conn, schema).unwrap_or(true) => {
+            log::debug!("{schema}: no history table ({e})");
+            Ok(Vec::new())
+        }
+        Err(e) => Err(db_error(&format!("reading the migration history of {schema}"), &e)),
+    }
+}
+
+fn history_exists(conn: &mut PgConnection, schema: &SchemaName) -> Result<bool> {
+    let table = quote_literal(&format!("{}.{HISTORY_TABLE}", schema.quoted()));
+    diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
+        .get_result::<Flag>(conn)
+        .map(|f| f.flag)
+        .map_err(|e| db_error("looking for the history table", &e))
 }
 
 fn concurrently_hint(body: &str) -> String {

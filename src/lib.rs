@@ -12,7 +12,10 @@ reports the engine returns. Nothing here prints or exits.
 - [`catalog`]: the state of a whole fleet in a few set-based queries.
 - [`discovery`]: which tenants a run is about.
 - [`lifecycle`]: `tenant create` (atomic) and `tenant drop`.
-- [`runner`]: the fleet runner: plans, workers, reports.
+- [`plan`]: which steps a command takes on a tenant.
+- [`runner`]: the fleet runner: discovery, catalog pass, workers, reports.
+- `tenant_run`: one tenant's run, from lock to report.
+- `shared`: the shared schema's migrations, before (or after) the tenants.
 - [`report`]: typed per-tenant and per-run reports, and the exit code they imply.
 - [`generate`]: new migration directories in the diesel CLI's format.
 */
@@ -29,11 +32,13 @@ pub mod migration_set;
 pub mod plan;
 pub mod report;
 pub mod runner;
+mod shared;
 pub mod sql_lexer;
 pub mod tenant;
+mod tenant_run;
 
 pub use config::{Command, RunConfig};
 pub use migration_set::{Migration, MigrationSet};
-pub use report::{FleetReport, Outcome, TenantReport};
+pub use report::{FleetReport, Outcome, RunKind, TenantReport};
 pub use runner::run;
 pub use tenant::SchemaName;

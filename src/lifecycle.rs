@@ -11,12 +11,14 @@ which [`SchemaName::tenant`] already refuses.
 
 use crate::config::{Command, RunConfig};
 use crate::database::{Pool, Session};
-use crate::harness::{HarnessError, TenantHarness};
+use crate::harness::{HarnessError, Settings, TenantHarness};
 use crate::migration_set::MigrationSet;
 use crate::plan::{self, Step};
-use crate::report::{FleetReport, Outcome, TenantReport};
-use crate::runner::{self, load_set, Observer, RunError, Start, Started, Tenant, TenantRun};
+use crate::report::{FleetReport, Outcome, RunKind, TenantReport};
+use crate::runner::{self, load_set, Observer, RunError};
+use crate::shared::Shared;
 use crate::tenant::SchemaName;
+use crate::tenant_run::{checkout, Tenant, TenantRun};
 use std::time::Instant;
 
 /// Validates listed names strictly: a lifecycle command never skips a bad name.
@@ -37,16 +39,17 @@ pub fn create(
     if_not_exists: bool,
     observer: &mut dyn Observer,
 ) -> Result<FleetReport, RunError> {
+    let clock = Instant::now();
     let schemas = names(list)?;
     let set = load_set(&config.migrations)?;
     let up = Command::Up { to: None };
-    let shared = runner::shared_set(config, &up)?;
-    let Started { db, fleet, clock } = match runner::start(config, &up, shared.as_ref(), observer)? {
-        Start::Continue(started) => started,
-        Start::SharedFailed(fleet) => return Ok(fleet),
-    };
-    let mut fleet = fleet;
-    fleet.command = "tenant create".into();
+    let shared = Shared::load(config, &up)?;
+    let mut db = runner::connect(config)?;
+    let mut fleet = FleetReport::new(RunKind::TenantCreate);
+    fleet.shared = shared.before_tenants(&mut db, observer);
+    if fleet.shared.as_ref().is_some_and(TenantReport::failed) {
+        return Ok(fleet.finish(Vec::new(), clock));
+    }
     let creator = Creator {
         config,
         set: &set,
@@ -65,13 +68,13 @@ pub fn drop(
     force: bool,
     observer: &mut dyn Observer,
 ) -> Result<FleetReport, RunError> {
-    let schemas = names(list)?;
     let clock = Instant::now();
-    let db = crate::database::Database::connect(&config.database_url, config.concurrency, config.connect_timeout)?;
+    let schemas = names(list)?;
+    let db = runner::connect(config)?;
     let skipped = |s: &SchemaName| skipped(s, runner::FAIL_FAST_SKIP);
     let drop_one = |s: &SchemaName| with_session(&db.pool, config, s, |session| drop_tenant(session, s, force));
     let reports = runner::parallel(config, &schemas, observer, drop_one, skipped);
-    Ok(FleetReport::new("tenant drop").finish(reports, clock))
+    Ok(FleetReport::new(RunKind::TenantDrop).finish(reports, clock))
 }
 
 fn skipped(schema: &SchemaName, reason: &str) -> TenantReport {
@@ -84,13 +87,7 @@ where
     F: FnOnce(&mut Session) -> Result<TenantReport, HarnessError>,
 {
     let started = Instant::now();
-    let result = match pool.get() {
-        Ok(mut session) => work(&mut session),
-        Err(e) => Err(HarnessError::Database(format!(
-            "no database connection: {}",
-            config.database_url.scrub(&e.to_string())
-        ))),
-    };
+    let result = checkout(pool, &config.database_url).and_then(|mut session| work(&mut session));
     let report = result.unwrap_or_else(|e| {
         let migration = e.migration().map(str::to_string);
         TenantReport::new(
@@ -105,16 +102,16 @@ where
 }
 
 fn drop_tenant(session: &mut Session, schema: &SchemaName, force: bool) -> Result<TenantReport, HarnessError> {
-    let mut h = TenantHarness::lock(session, schema, &[])?;
+    let mut h = TenantHarness::lock(session, schema, &Settings::default())?;
     if !h.schema_exists()? {
-        return Err(HarnessError::Database(format!("schema {schema} does not exist")));
+        return Err(HarnessError::Refused(format!("schema {schema} does not exist")));
     }
     let version = if h.has_history()? {
         h.applied()?.first().cloned()
     } else if force {
         None
     } else {
-        return Err(HarnessError::Database(format!(
+        return Err(HarnessError::Refused(format!(
             "schema {schema} has no __diesel_schema_migrations table, so it is not a tenant; refusing to drop it (use --force)"
         )));
     };
@@ -141,30 +138,33 @@ impl Creator<'_> {
     }
 
     fn create_on(&self, session: &mut Session, schema: &SchemaName) -> Result<TenantReport, HarnessError> {
-        let mut h = TenantHarness::lock(session, schema, &self.config.search_path_suffix)?;
+        let mut h = TenantHarness::lock(session, schema, &self.config.settings)?;
         if h.schema_exists()? {
             if !self.if_not_exists {
-                return Err(HarnessError::Database(format!(
-                    "schema {schema} already exists (use --if-not-exists to migrate it instead)"
-                )));
+                let why = format!("schema {schema} already exists (use --if-not-exists to migrate it instead)");
+                return Err(HarnessError::Refused(why));
             }
             h.release()?;
             let tenant = Tenant {
                 schema: schema.clone(),
                 exists: true,
-                create: false,
+                create_schema: false,
             };
             let up = Command::Up { to: None };
-            let mut run = TenantRun::new(&tenant, &up, self.set);
-            run.execute(session, &self.config.search_path_suffix);
-            return Ok(run.finish());
+            return Ok(TenantRun::new(&tenant, &up, self.set)
+                .run_with(session, &self.config.settings)
+                .finish());
         }
         let steps = plan::plan(&Command::Up { to: None }, self.set, &[])?;
         let atomic = self.set.migrations().iter().all(|m| m.run_in_transaction);
-        let applied = if atomic {
-            create_atomically(&mut h, &steps)?
-        } else {
-            create_then_compensate(&mut h, &steps)?
+        let applied = match atomic {
+            true => match create_atomically(&mut h, &steps) {
+                // A set that uses an enum value added by an earlier migration cannot run
+                // in one transaction; it still gets a tenant that is all or nothing.
+                Err(e) if e.to_string().contains("unsafe use of new value") => create_then_compensate(&mut h, &steps)?,
+                other => other?,
+            },
+            false => create_then_compensate(&mut h, &steps)?,
         };
         h.release()?;
         let mut report = TenantReport::new(schema.clone(), Outcome::Changed);

@@ -368,6 +368,9 @@ pub fn forbidden(stmt: &Statement<'_>) -> Option<&'static str> {
         &["reset", "search_path"],
         &["reset", "all"],
     ];
+    if stmt.starts_with(&["discard", "all"]) {
+        return Some("would drop the runner's advisory lock and diesel's prepared statements");
+    }
     path_control.iter().any(|p| stmt.starts_with(p)).then_some(PATH)
 }
 

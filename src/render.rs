@@ -5,7 +5,7 @@ results look.
 */
 
 use crate::cli::Format;
-use migrate_tenants::report::{FleetReport, Outcome, TenantReport};
+use migrate_tenants::report::{FleetReport, Outcome, RunKind, TenantReport};
 use migrate_tenants::runner::Observer;
 use migrate_tenants::tenant::NameError;
 use migrate_tenants::SchemaName;
@@ -15,13 +15,13 @@ use std::io::Write;
 pub struct Printer {
     format: Format,
     quiet: bool,
-    command: &'static str,
+    kind: RunKind,
 }
 
 impl Printer {
-    /// A printer for `command`'s reports.
-    pub fn new(format: Format, quiet: bool, command: &'static str) -> Printer {
-        Printer { format, quiet, command }
+    /// A printer for the reports of a `kind` run.
+    pub fn new(format: Format, quiet: bool, kind: RunKind) -> Printer {
+        Printer { format, quiet, kind }
     }
 
     /// Prints the end of the run: the summary (human) or the whole report (json).
@@ -31,6 +31,10 @@ impl Printer {
             Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(fleet).unwrap_or_default()),
             Format::Human => writeln!(out, "{}", summary(fleet)),
         };
+    }
+
+    fn shows(&self, report: &TenantReport) -> bool {
+        self.format == Format::Human && (!self.quiet || report.failed())
     }
 }
 
@@ -47,14 +51,14 @@ impl Observer for Printer {
     }
 
     fn shared_done(&mut self, report: &TenantReport) {
-        if self.format == Format::Human && (!self.quiet || report.failed()) {
-            println!("shared schema {}", tenant_line(report, self.command));
+        if self.shows(report) {
+            println!("shared schema {}", tenant_line(report, self.kind));
         }
     }
 
     fn tenant_done(&mut self, report: &TenantReport) {
-        if self.format == Format::Human && (!self.quiet || report.failed()) {
-            println!("{}", tenant_line(report, self.command));
+        if self.shows(report) {
+            println!("{}", tenant_line(report, self.kind));
             for note in &report.notes {
                 println!("    note: {note}");
             }
@@ -67,38 +71,34 @@ fn version(v: &Option<String>) -> &str {
 }
 
 /// One tenant's line, e.g. `acme: 20240101000003 -> 20240101000005 (2 applied, 41 ms)`.
-pub fn tenant_line(r: &TenantReport, command: &str) -> String {
+pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
     let name = &r.schema;
     let (before, after) = (version(&r.version_before), version(&r.version_after));
     match &r.outcome {
-        Outcome::Unchanged if command == "status" || command == "tenant list" => {
-            if !r.exists {
-                return format!("{name}: schema does not exist");
-            }
-            let unknown = if r.unknown.is_empty() {
-                String::new()
-            } else {
-                format!(", unknown applied versions: {}", r.unknown.join(", "))
+        Outcome::Unchanged if kind.reads_only() && !r.exists => format!("{name}: schema does not exist"),
+        Outcome::Unchanged if kind.reads_only() => {
+            let unknown = match r.unknown.is_empty() {
+                true => String::new(),
+                false => format!(", unknown applied versions: {}", r.unknown.join(", ")),
             };
             format!(
                 "{name}: {after} ({} applied, {} pending{unknown})",
                 r.applied_count, r.pending_count
             )
         }
-        Outcome::Changed if command == "tenant drop" => {
+        Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
+        Outcome::Changed if kind == RunKind::TenantDrop => {
             format!("{name}: dropped (was at {before}, {} ms)", r.elapsed_ms)
         }
-        Outcome::Changed if command == "tenant create" && r.version_before.is_none() => {
+        Outcome::Changed if kind == RunKind::TenantCreate && r.version_before.is_none() => {
             format!("{name}: created at {after} ({}, {} ms)", counts(r), r.elapsed_ms)
         }
-        Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
         Outcome::Changed => format!("{name}: {before} -> {after} ({}, {} ms)", counts(r), r.elapsed_ms),
         Outcome::Failed { migration, error } => {
             let at = migration.as_deref().map(|m| format!(" in {m}")).unwrap_or_default();
-            let done = if r.applied.is_empty() && r.reverted.is_empty() {
-                String::new()
-            } else {
-                format!(" after {}", counts(r))
+            let done = match r.applied.is_empty() && r.reverted.is_empty() {
+                true => String::new(),
+                false => format!(" after {}", counts(r)),
             };
             format!("{name}: FAILED{at}{done}, left at {after}: {error}")
         }
@@ -127,19 +127,31 @@ pub fn summary(fleet: &FleetReport) -> String {
     let s = &fleet.summary;
     let mut text = format!(
         "{}: {} tenant(s): {} changed, {} unchanged, {} failed, {} skipped; {} migration(s) applied, {} reverted in {} ms",
-        fleet.command, s.tenants, s.changed, s.unchanged, s.failed, s.skipped, s.applied, s.reverted, fleet.elapsed_ms
+        fleet.command.name(),
+        s.tenants,
+        s.changed,
+        s.unchanged,
+        s.failed,
+        s.skipped,
+        s.applied,
+        s.reverted,
+        fleet.elapsed_ms
     );
     if let Some(shared) = fleet.shared.as_ref().filter(|r| r.failed()) {
+        let consequence = match fleet.tenants.is_empty() {
+            true => "; no tenant was touched",
+            false => " after the tenants were processed",
+        };
         text.push_str(&format!(
-            "\nshared schema failed; no tenant was touched:\n  {}",
-            tenant_line(shared, &fleet.command)
+            "\nshared schema failed{consequence}:\n  {}",
+            tenant_line(shared, fleet.command)
         ));
     }
     let failed: Vec<&TenantReport> = fleet.tenants.iter().filter(|r| r.failed()).collect();
     if !failed.is_empty() {
         text.push_str("\nfailed tenants:");
         for r in failed {
-            text.push_str(&format!("\n  {}", tenant_line(r, &fleet.command)));
+            text.push_str(&format!("\n  {}", tenant_line(r, fleet.command)));
         }
     }
     text

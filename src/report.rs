@@ -104,6 +104,64 @@ impl TenantReport {
     }
 }
 
+/// What a run did (names the command in reports and output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RunKind {
+    /// `up`
+    #[serde(rename = "up")]
+    Up,
+    /// `down`
+    #[serde(rename = "down")]
+    Down,
+    /// `redo`
+    #[serde(rename = "redo")]
+    Redo,
+    /// `status`
+    #[serde(rename = "status")]
+    Status,
+    /// `tenant create`
+    #[serde(rename = "tenant create")]
+    TenantCreate,
+    /// `tenant drop`
+    #[serde(rename = "tenant drop")]
+    TenantDrop,
+    /// `tenant list` (a `status` shown as a list of tenants)
+    #[serde(rename = "tenant list")]
+    TenantList,
+}
+
+impl RunKind {
+    /// The command as typed.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunKind::Up => "up",
+            RunKind::Down => "down",
+            RunKind::Redo => "redo",
+            RunKind::Status => "status",
+            RunKind::TenantCreate => "tenant create",
+            RunKind::TenantDrop => "tenant drop",
+            RunKind::TenantList => "tenant list",
+        }
+    }
+
+    /// Whether the run only reads.
+    pub fn reads_only(self) -> bool {
+        matches!(self, RunKind::Status | RunKind::TenantList)
+    }
+}
+
+impl From<&crate::config::Command> for RunKind {
+    fn from(command: &crate::config::Command) -> RunKind {
+        use crate::config::Command;
+        match command {
+            Command::Up { .. } => RunKind::Up,
+            Command::Down(_) => RunKind::Down,
+            Command::Redo { .. } => RunKind::Redo,
+            Command::Status => RunKind::Status,
+        }
+    }
+}
+
 /// Counts over a run's tenants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
@@ -141,8 +199,8 @@ impl Summary {
 /// The report of a whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetReport {
-    /// The command (`up`, `down`, `redo`, `status`, `tenant create`, ...).
-    pub command: String,
+    /// The command.
+    pub command: RunKind,
     /// The shared schema's report, when shared migrations were part of the run.
     pub shared: Option<TenantReport>,
     /// One report per tenant, in tenant order.
@@ -157,9 +215,9 @@ pub struct FleetReport {
 
 impl FleetReport {
     /// An empty report for `command`.
-    pub fn new(command: &str) -> FleetReport {
+    pub fn new(command: RunKind) -> FleetReport {
         FleetReport {
-            command: command.to_string(),
+            command,
             shared: None,
             tenants: Vec::new(),
             invalid_names: Vec::new(),

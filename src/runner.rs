@@ -1,8 +1,8 @@
 /*!
-The fleet runner: loads and checks the migration set, connects, runs the shared schema's
-migrations, discovers tenants, reads the whole fleet's state in one catalog pass, and
-hands the tenants that have work to `concurrency` worker threads, each holding one pooled
-connection per tenant for that tenant's whole run.
+The fleet runner: loads and checks the migration set and the tenant list, connects, runs
+the shared schema's migrations, discovers tenants, reads the whole fleet's state in one
+catalog pass, and hands the tenants that have work to `concurrency` worker threads, each
+holding one pooled connection per tenant for that tenant's whole run.
 
 Reports flow from the workers over a channel to the calling thread, which passes each to
 the [`Observer`] as it arrives (so output never interleaves) and collects them into the
@@ -10,14 +10,16 @@ returned [`FleetReport`]. Nothing here prints or exits.
 */
 
 use crate::catalog::{self, TenantState};
-use crate::config::{Command, MigrationSource, MissingPolicy, RunConfig};
-use crate::database::{Database, Pool, Session, Unreachable};
-use crate::discovery::{self, DiscoveryError};
-use crate::harness::{HarnessError, TenantHarness};
+use crate::config::{Command, MigrationSource, MissingPolicy, RunConfig, TenantSource};
+use crate::database::{Database, Pool, Unreachable};
+use crate::discovery::{self, Discovered, DiscoveryError};
+use crate::harness::HarnessError;
 use crate::migration_set::{MigrationSet, SetError};
-use crate::plan::{self, CommandError, Step};
-use crate::report::{exit, FleetReport, Outcome, TenantReport};
+use crate::plan::{self, CommandError};
+use crate::report::{exit, FleetReport, RunKind, TenantReport};
+use crate::shared::Shared;
 use crate::tenant::{NameError, SchemaName};
+use crate::tenant_run::{Tenant, TenantRun};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -84,165 +86,83 @@ pub fn load_set(source: &MigrationSource) -> Result<MigrationSet, SetError> {
 
 /// Runs `command` over the fleet described by `config`.
 pub fn run(config: &RunConfig, command: &Command, observer: &mut dyn Observer) -> Result<FleetReport, RunError> {
+    let clock = Instant::now();
     let set = load_set(&config.migrations)?;
     plan::check_command(command, &set)?;
-    let shared = shared_set(config, command)?;
-    let Started {
-        mut db,
-        mut fleet,
-        clock,
-    } = match start(config, command, shared.as_ref(), observer)? {
-        Start::Continue(started) => started,
-        Start::SharedFailed(fleet) => return Ok(fleet),
+    let shared = Shared::load(config, command)?;
+    let listed = select_offline(config)?;
+    let mut db = connect(config)?;
+    let mut fleet = FleetReport::new(RunKind::from(command));
+    fleet.shared = shared.before_tenants(&mut db, observer);
+    if fleet.shared.as_ref().is_some_and(TenantReport::failed) {
+        return Ok(fleet.finish(Vec::new(), clock));
+    }
+    let found = match listed {
+        Some(found) => found,
+        None => select(
+            config,
+            discovery::read_from_database(&mut db.control.conn, &config.tenants)?,
+        )?,
     };
-    let found = discover(config, &mut db, &mut fleet, observer)?;
-    let catalog_clock = Instant::now();
-    let states = catalog::read_states(&mut db.control.conn, &found, &set)
-        .map_err(|e| RunError::Database(format!("reading the tenants' state: {}", db.url.scrub(&e.to_string()))))?;
-    log::info!(
-        "catalog pass: {} tenant(s) read in {} ms",
-        found.len(),
-        catalog_clock.elapsed().as_millis()
-    );
-    refuse_irreversible(command, &set, &found, &states)?;
+    observer.discovered(&found.tenants, &found.invalid);
+    fleet.invalid_names = found.invalid.iter().map(ToString::to_string).collect();
+    let states = read_states(&mut db, &found.tenants, &set)?;
+    refuse_irreversible(command, &set, &found.tenants, &states)?;
+    shared.refuse_irreversible(&mut db)?;
     let fleet_run = FleetRun {
         config,
         command,
         set: &set,
         pool: &db.pool,
     };
-    let reports = fleet_run.run(found, states, observer);
-    if let Some(shared) = revert_shared(config, command, shared.as_ref(), &mut db, &reports) {
-        observer.shared_done(&shared);
-        fleet.shared = Some(shared);
+    let reports = fleet_run.run(found.tenants, states, observer);
+    if let Some(report) = shared.after_tenants(&mut db, &reports, observer) {
+        fleet.shared = Some(report);
     }
     Ok(fleet.finish(reports, clock))
 }
 
-/// A run that is connected and past the shared schema.
-pub(crate) struct Started {
-    pub(crate) db: Database,
-    pub(crate) fleet: FleetReport,
-    pub(crate) clock: Instant,
+/// Connects (exit code 3 when the server cannot be reached).
+pub(crate) fn connect(config: &RunConfig) -> Result<Database, RunError> {
+    Ok(Database::connect(
+        &config.database_url,
+        config.concurrency,
+        config.connect_timeout,
+    )?)
 }
 
-/// What [`start`] found.
-pub(crate) enum Start {
-    /// Go on to the tenants.
-    Continue(Started),
-    /// The shared migrations failed: the run ends here, no tenant touched.
-    SharedFailed(FleetReport),
+/// Tenants from a list or a file are read and validated before connecting, so a bad name
+/// stops the run before any SQL (shared migrations included).
+fn select_offline(config: &RunConfig) -> Result<Option<Discovered>, RunError> {
+    match discovery::read_offline(&config.tenants)? {
+        Some(names) => select(config, names).map(Some),
+        None => Ok(None),
+    }
 }
 
-/// Connects and runs the shared schema's migrations (when `command` includes them).
-pub(crate) fn start(
-    config: &RunConfig,
-    command: &Command,
-    shared_set: Option<&MigrationSet>,
-    observer: &mut dyn Observer,
-) -> Result<Start, RunError> {
+/// Validation and selection. A hand-typed list (`--tenants`) is always strict: a typo
+/// must not be skipped silently. The shared schema is never a tenant.
+fn select(config: &RunConfig, names: Vec<String>) -> Result<Discovered, RunError> {
+    let strict = config.strict || matches!(config.tenants, TenantSource::List(_));
+    let selection = discovery::Selection {
+        only: &config.only,
+        exclude: &config.exclude,
+        strict,
+        shared: &config.shared.schema,
+    };
+    Ok(discovery::select(names, &selection)?)
+}
+
+fn read_states(db: &mut Database, tenants: &[SchemaName], set: &MigrationSet) -> Result<Vec<TenantState>, RunError> {
     let clock = Instant::now();
-    let mut db = Database::connect(&config.database_url, config.concurrency, config.connect_timeout)?;
-    let mut fleet = FleetReport::new(command.name());
-    if let Some(shared) = shared_set.filter(|_| !reverts(command)) {
-        let report = run_shared(&mut db.control, config, command, shared);
-        observer.shared_done(&report);
-        let failed = report.failed();
-        fleet.shared = Some(report);
-        if failed {
-            return Ok(Start::SharedFailed(fleet.finish(Vec::new(), clock)));
-        }
-    }
-    Ok(Start::Continue(Started { db, fleet, clock }))
-}
-
-/// Whether `command` reverts: the shared schema then goes after the tenants (it is
-/// what they were built on), and only with `--shared`.
-fn reverts(command: &Command) -> bool {
-    matches!(command, Command::Down(_) | Command::Redo { .. })
-}
-
-/// `down --shared`: after every tenant succeeded, revert the shared schema too.
-fn revert_shared(
-    config: &RunConfig,
-    command: &Command,
-    shared: Option<&MigrationSet>,
-    db: &mut Database,
-    tenants: &[TenantReport],
-) -> Option<TenantReport> {
-    let shared = shared.filter(|_| reverts(command))?;
-    if tenants.iter().any(TenantReport::failed) {
-        let tenant = Tenant {
-            schema: config.shared.schema.clone(),
-            exists: true,
-            create: false,
-        };
-        let run = TenantRun::new(&tenant, command, shared);
-        return Some(
-            run.skip("a tenant failed; the shared schema was left as it is")
-                .finish(),
-        );
-    }
-    Some(run_shared(&mut db.control, config, command, shared))
-}
-
-/// Reads, validates and selects the tenants; records refused names in the report.
-pub(crate) fn discover(
-    config: &RunConfig,
-    db: &mut Database,
-    fleet: &mut FleetReport,
-    observer: &mut dyn Observer,
-) -> Result<Vec<SchemaName>, RunError> {
-    let names = discovery::read_names(&mut db.control.conn, &config.tenants)?;
-    let found = discovery::select(names, &config.only, &config.exclude, config.strict)?;
-    observer.discovered(&found.tenants, &found.invalid);
-    fleet.invalid_names = found.invalid.iter().map(ToString::to_string).collect();
-    Ok(found.tenants)
-}
-
-/// The shared set, when this command runs it: `up` always (when there is a set), `down`
-/// and `redo` only when asked to.
-pub(crate) fn shared_set(config: &RunConfig, command: &Command) -> Result<Option<MigrationSet>, RunError> {
-    let wanted = match command {
-        Command::Up { .. } | Command::Status => true,
-        Command::Down(_) | Command::Redo { .. } => config.shared.include_in_down,
-    };
-    match (&config.shared.migrations, wanted) {
-        (Some(source), true) => {
-            let set = match source {
-                MigrationSource::Embedded => MigrationSet::embedded_shared()?,
-                MigrationSource::Directory(dir) => Some(MigrationSet::from_dir(dir)?),
-            };
-            if let Some(set) = &set {
-                if !matches!(command, Command::Up { to: None } | Command::Status) {
-                    plan::check_command(command, set)?;
-                }
-            }
-            Ok(set)
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Runs the shared schema's migrations on the control connection, under its own lock.
-fn run_shared(control: &mut Session, config: &RunConfig, command: &Command, set: &MigrationSet) -> TenantReport {
-    // `up --to` names a tenant version: the shared set always goes all the way up.
-    let command = match command {
-        Command::Up { .. } => Command::Up { to: None },
-        other => other.clone(),
-    };
-    let tenant = Tenant {
-        schema: config.shared.schema.clone(),
-        exists: true,
-        create: true,
-    };
-    let mut run = TenantRun::new(&tenant, &command, set);
-    if command == Command::Status {
-        run.status(control, &[]);
-    } else {
-        run.execute(control, &[]);
-    }
-    run.finish()
+    let states = catalog::read_states(&mut db.control.conn, tenants, set)
+        .map_err(|e| RunError::Database(format!("reading the tenants' state: {}", db.url.scrub(&e.to_string()))))?;
+    log::info!(
+        "catalog pass: {} tenant(s) read in {} ms",
+        tenants.len(),
+        clock.elapsed().as_millis()
+    );
+    Ok(states)
 }
 
 /// Refuses a `down`/`redo` that would need a migration without `down.sql` on any tenant,
@@ -295,14 +215,6 @@ fn preview(names: &[&str]) -> String {
     }
 }
 
-/// One tenant to work on.
-pub(crate) struct Tenant {
-    pub(crate) schema: SchemaName,
-    pub(crate) exists: bool,
-    /// Create the schema if it is missing.
-    pub(crate) create: bool,
-}
-
 /// The shared, read-only parts of a fleet run.
 struct FleetRun<'r> {
     config: &'r RunConfig,
@@ -331,28 +243,37 @@ impl FleetRun<'_> {
                 Err(tenant) => work.push(tenant),
             }
         }
+        let run_one = |t: &Tenant| {
+            TenantRun::new(t, self.command, self.set)
+                .run_on(self.pool, &self.config.database_url, &self.config.settings)
+                .finish()
+        };
+        let skip_one = |t: &Tenant| TenantRun::new(t, self.command, self.set).skip(FAIL_FAST_SKIP).finish();
         if self.config.fail_fast && reports.iter().any(TenantReport::failed) {
             // A tenant already failed in triage (e.g. a missing schema): start nothing.
-            for tenant in &work {
-                let report = self.skipped(tenant);
+            for report in work.iter().map(skip_one) {
                 observer.tenant_done(&report);
                 reports.push(report);
             }
         } else {
-            reports.extend(self.run_workers(work, observer));
+            reports.extend(parallel(self.config, &work, observer, run_one, skip_one));
         }
         reports
     }
 
     /// `Ok(report)` when the catalog settles the tenant; `Err(tenant)` when a worker must
-    /// take its lock.
+    /// connect (and, unless it only reads, take the tenant's lock).
     fn triage(&self, schema: SchemaName, state: &TenantState) -> Result<TenantReport, Tenant> {
-        let applied = state.applied_versions(self.set);
+        let create = self.config.missing == MissingPolicy::Create;
         let tenant = Tenant {
             schema,
             exists: state.exists,
-            create: self.config.missing == MissingPolicy::Create,
+            create_schema: create && !state.exists,
         };
+        if state.unreadable {
+            return Err(tenant);
+        }
+        let applied = state.applied_versions(self.set);
         let mut run = TenantRun::new(&tenant, self.command, self.set);
         run.record_state(&applied);
         if !state.exists {
@@ -361,43 +282,14 @@ impl FleetRun<'_> {
                 (MissingPolicy::Create, _) => Ok(run.note("schema does not exist").finish()),
                 (MissingPolicy::Skip, _) => Ok(run.skip("schema does not exist (--missing skip)").finish()),
                 (MissingPolicy::Error, _) => Ok(run
-                    .fail(HarnessError::MissingSchema(tenant.schema.to_string()))
+                    .fail(&HarnessError::MissingSchema(tenant.schema.to_string()))
                     .finish()),
             };
-        }
-        if *self.command == Command::Status {
-            return Ok(run.finish());
         }
         match plan::plan(self.command, self.set, &applied) {
             Ok(steps) if steps.is_empty() => Ok(run.finish()),
             _ => Err(tenant),
         }
-    }
-
-    fn run_workers(&self, work: Vec<Tenant>, observer: &mut dyn Observer) -> Vec<TenantReport> {
-        parallel(self.config, &work, observer, |t| self.migrate(t), |t| self.skipped(t))
-    }
-
-    fn skipped(&self, tenant: &Tenant) -> TenantReport {
-        TenantRun::new(tenant, self.command, self.set)
-            .skip(FAIL_FAST_SKIP)
-            .finish()
-    }
-
-    /// One tenant on one pooled connection, start to finish.
-    fn migrate(&self, tenant: &Tenant) -> TenantReport {
-        let mut run = TenantRun::new(tenant, self.command, self.set);
-        match self.pool.get() {
-            Ok(mut session) => run.execute(&mut session, &self.config.search_path_suffix),
-            Err(e) => run.fail_with(
-                None,
-                format!(
-                    "no database connection: {}",
-                    self.config.database_url.scrub(&e.to_string())
-                ),
-            ),
-        }
-        run.finish()
     }
 }
 
@@ -448,141 +340,4 @@ where
         }
     });
     reports
-}
-
-/// The state of one tenant's run, turned into its report at the end.
-pub(crate) struct TenantRun<'r> {
-    tenant: &'r Tenant,
-    command: &'r Command,
-    set: &'r MigrationSet,
-    started: Instant,
-    report: TenantReport,
-    /// Applied versions, newest first, kept current as steps succeed.
-    applied: Vec<String>,
-}
-
-impl<'r> TenantRun<'r> {
-    pub(crate) fn new(tenant: &'r Tenant, command: &'r Command, set: &'r MigrationSet) -> Self {
-        let mut report = TenantReport::new(tenant.schema.clone(), Outcome::Unchanged);
-        report.exists = tenant.exists;
-        TenantRun {
-            tenant,
-            command,
-            set,
-            started: Instant::now(),
-            report,
-            applied: Vec::new(),
-        }
-    }
-
-    pub(crate) fn record_state(&mut self, applied_desc: &[String]) {
-        self.applied = applied_desc.to_vec();
-        self.report.version_before = self.applied.first().cloned();
-    }
-
-    pub(crate) fn note(mut self, note: &str) -> Self {
-        self.report.notes.push(note.to_string());
-        self
-    }
-
-    pub(crate) fn skip(mut self, reason: &str) -> Self {
-        self.report.outcome = Outcome::Skipped {
-            reason: reason.to_string(),
-        };
-        self
-    }
-
-    fn fail(mut self, error: HarnessError) -> Self {
-        self.fail_with(error.migration().map(str::to_string), error.to_string());
-        self
-    }
-
-    pub(crate) fn fail_with(&mut self, migration: Option<String>, error: String) {
-        self.report.outcome = Outcome::Failed { migration, error };
-    }
-
-    /// Reads the tenant's state under its lock (for the shared schema's `status`).
-    fn status(&mut self, session: &mut Session, suffix: &[SchemaName]) {
-        let result = TenantHarness::lock(session, &self.tenant.schema, suffix).and_then(|mut h| {
-            let applied = h.applied()?;
-            h.release()?;
-            Ok(applied)
-        });
-        match result {
-            Ok(applied) => self.record_state(&applied),
-            Err(e) => self.fail_with(e.migration().map(str::to_string), e.to_string()),
-        }
-    }
-
-    /// Locks the tenant, re-reads its history, and runs its plan.
-    pub(crate) fn execute(&mut self, session: &mut Session, suffix: &[SchemaName]) {
-        if let Err(e) = self.execute_locked(session, suffix) {
-            self.fail_with(e.migration().map(str::to_string), e.to_string());
-        }
-    }
-
-    fn execute_locked(&mut self, session: &mut Session, suffix: &[SchemaName]) -> Result<(), HarnessError> {
-        let mut h = TenantHarness::lock(session, &self.tenant.schema, suffix)?;
-        if matches!(self.command, Command::Up { .. } | Command::Redo { .. }) {
-            if !self.tenant.exists && self.tenant.create {
-                self.report.notes.push("schema created".into());
-            }
-            h.prepare(self.tenant.create)?;
-            self.report.exists = true;
-        }
-        let applied = h.applied()?;
-        self.record_state(&applied);
-        let steps = plan::plan(self.command, self.set, &applied)?;
-        log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
-        for step in steps {
-            self.step(&mut h, step)?;
-        }
-        h.release()
-    }
-
-    fn step(&mut self, h: &mut TenantHarness<'_>, step: Step<'_>) -> Result<(), HarnessError> {
-        match step {
-            Step::Apply(m) => {
-                h.apply(m, false)?;
-                self.applied.push(m.version.clone());
-                self.applied.sort_by(|a, b| b.cmp(a));
-                self.report.applied.push(m.version.clone());
-            }
-            Step::Revert(m) => {
-                h.revert(m, false)?;
-                self.applied.retain(|v| *v != m.version);
-                self.report.reverted.push(m.version.clone());
-                if m.down == crate::migration_set::DownSql::NoOp {
-                    self.report.notes.push(format!(
-                        "{}: down.sql is empty; only its history row was removed",
-                        m.dir_name
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn finish(mut self) -> TenantReport {
-        let r = &mut self.report;
-        let changed = !r.applied.is_empty() || !r.reverted.is_empty();
-        if changed && r.outcome == Outcome::Unchanged {
-            r.outcome = Outcome::Changed;
-        }
-        r.version_after = self.applied.first().cloned();
-        r.applied_count = self.applied.len();
-        r.unknown = self
-            .applied
-            .iter()
-            .filter(|v| self.set.get(v).is_none())
-            .cloned()
-            .collect();
-        r.pending_count = self
-            .set
-            .migrations()
-            .iter()
-            .filter(|m| !self.applied.contains(&m.version))
-            .count();
-        self.report.took(self.started.elapsed())
-    }
 }

@@ -52,6 +52,8 @@ struct Lexer<'a> {
     words: Vec<String>,
     tokens: usize,
     depth: usize,
+    /// The statement is `CREATE [OR REPLACE] FUNCTION|PROCEDURE` (may hold `BEGIN ATOMIC`).
+    routine: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -65,6 +67,7 @@ impl<'a> Lexer<'a> {
             words: Vec::new(),
             tokens: 0,
             depth: 0,
+            routine: false,
         }
     }
 
@@ -130,6 +133,7 @@ impl<'a> Lexer<'a> {
         }
         self.tokens = 0;
         self.depth = 0;
+        self.routine = false;
     }
 
     fn line_comment(&mut self) {
@@ -224,7 +228,10 @@ impl<'a> Lexer<'a> {
             return self.quoted(b'\'', true, "string literal");
         }
         match word.as_str() {
-            "begin" if self.tokens > 0 && self.next_word_is("atomic") => self.depth += 1,
+            "function" | "procedure" if self.tokens <= 3 && self.words.first().is_some_and(|w| w == "create") => {
+                self.routine = true
+            }
+            "begin" if self.routine && self.next_word_is("atomic") => self.depth += 1,
             "case" if self.depth > 0 => self.depth += 1,
             "end" if self.depth > 0 => self.depth -= 1,
             _ => {}
@@ -233,9 +240,19 @@ impl<'a> Lexer<'a> {
         Ok(())
     }
 
-    /// Whether the next word (after whitespace) is `expected`, case-insensitively.
+    /// Whether the next word (after whitespace and comments) is `expected`, case-insensitively.
     fn next_word_is(&self, expected: &str) -> bool {
-        let rest = self.src[self.pos..].trim_start();
+        let mut rest = &self.src[self.pos..];
+        loop {
+            rest = rest.trim_start();
+            if let Some(comment) = rest.strip_prefix("--") {
+                rest = comment.split_once('\n').map_or("", |(_, after)| after);
+            } else if let Some(comment) = rest.strip_prefix("/*") {
+                rest = comment.split_once("*/").map_or("", |(_, after)| after);
+            } else {
+                break;
+            }
+        }
         let end = rest.bytes().position(|b| !is_ident_part(b)).unwrap_or(rest.len());
         rest[..end].eq_ignore_ascii_case(expected)
     }
@@ -289,6 +306,15 @@ mod tests {
         let w = words(sql);
         assert_eq!(w.len(), 2, "{w:?}");
         assert_eq!(w[1], ["commit"]);
+    }
+
+    #[test]
+    fn begin_atomic_outside_a_routine_does_not_hide_what_follows() {
+        let w = words("CREATE TABLE p (id int, begin date); SELECT begin atomic FROM p; COMMIT; SELECT 1;");
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert_eq!(w[2], ["commit"]);
+        let w = words("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN -- body\n ATOMIC SELECT 1; END; SELECT 2;");
+        assert_eq!(w.len(), 2, "{w:?}");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum NameError {
     /// The name has characters outside `[a-z0-9_]` or starts with a digit.
     #[error("tenant name {0:?} is not a plain lower-case identifier (allowed: ^[a-z_][a-z0-9_]*$)")]
     BadCharacters(String),
+    /// The name is the run's shared schema.
+    #[error("{0:?} is the shared schema, never a tenant")]
+    Shared(String),
     /// The name is a system or reserved schema.
     #[error("{0:?} is a reserved schema name (public, information_schema and pg_* are never tenants)")]
     Reserved(String),

@@ -26,6 +26,8 @@ mod names;
 mod non_transactional;
 #[path = "it/search_path.rs"]
 mod search_path;
+#[path = "it/session.rs"]
+mod session;
 #[path = "it/shared.rs"]
 mod shared;
 #[path = "it/tenants.rs"]

@@ -140,3 +140,21 @@ fn password_never_appears_in_the_pool_error_path_either() {
     assert_code(&out, 0);
     assert_no_secret(&out, &["s3cr3t-PW"]);
 }
+
+#[test]
+fn password_in_a_query_parameter_or_quoted_keyword_form_never_appears() {
+    let urls = [
+        "postgresql://postgres@127.0.0.1:1/db?password=QueryPw9&sslmode=disable",
+        "host=127.0.0.1 port=1 dbname=db password='Quoted Pw9'",
+        "host=127.0.0.1 port=1 dbname=db password=Plain\\ Pw9",
+    ];
+    for url in urls {
+        let mut cmd = support::cli();
+        cmd.env("RUST_LOG", "trace")
+            .args(["--database-url", url, "--tenants", "acme", "up"]);
+        let out = support::run(&mut cmd);
+        assert_code(&out, 3);
+        assert_no_secret(&out, &["QueryPw9", "Quoted", "Pw9"]);
+        assert_contains(&out.stderr, &["cannot connect", "***"]);
+    }
+}

@@ -66,7 +66,7 @@ fn generate_creates_a_loadable_migration() {
     let out = mt_bare(&["list", "--migrations-dir", tmp.path().to_str().unwrap()]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["1 migration(s) from", dir_name]);
-    assert_contains(line(&out.stdout, &dir_name.replace('-', "")[..14]), &["empty down.sql"]);
+    assert_contains(line(&out.stdout, &dir_name.replace('-', "")[..14]), &["[reversible]"]);
 }
 
 #[test]
@@ -209,4 +209,21 @@ fn generate_never_reuses_an_existing_version() {
     let out = mt_bare(&["list", "--migrations-dir", tmp.path().to_str().unwrap()]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["14 migration(s)", &created[0]]);
+}
+
+#[test]
+fn unedited_generated_down_refuses_to_run() {
+    let db = TestDb::new();
+    create_schemas(&db, &["acme"]);
+    let tmp = tempfile::tempdir().unwrap();
+    assert_code(&generate(tmp.path(), "half_done", &[]), 0);
+    let dir = entries(tmp.path()).pop().unwrap();
+    std::fs::write(tmp.path().join(&dir).join("up.sql"), "CREATE TABLE written (id int);").unwrap();
+    let dir_arg = tmp.path().to_str().unwrap();
+    assert_code(&mt(&db, &["--tenants", "acme", "--migrations-dir", dir_arg, "up"]), 0);
+    let out = mt(&db, &["--tenants", "acme", "--migrations-dir", dir_arg, "down"]);
+    assert_code(&out, 1);
+    assert_contains(&out.stdout, &["no reverse written yet", "rolled back"]);
+    assert_eq!(history(&db, "acme").len(), 1, "a failed down keeps the history row");
+    assert!(relation_exists(&db, "acme", "written"));
 }

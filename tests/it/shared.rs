@@ -98,3 +98,91 @@ fn down_leaves_the_shared_schema_alone_unless_asked() {
     assert!(history(&db, "public").is_empty());
     assert!(!relation_exists(&db, "public", "tenant_registry"));
 }
+
+#[test]
+fn up_to_a_tenant_version_still_runs_the_whole_shared_set() {
+    let db = TestDb::new();
+    let shared = shared_set(REGISTRY);
+    let out = up_with_shared(&db, &shared, &["up", "--to", EMBEDDED[1]]);
+    assert_code(&out, 0);
+    assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
+    assert_eq!(history(&db, "ra"), versions(&EMBEDDED[..2]));
+}
+
+#[test]
+fn the_shared_schema_is_never_a_tenant() {
+    let db = TestDb::new();
+    create_schemas(&db, &["shared_stuff", "ta"]);
+    let shared = MigDir::new();
+    shared.add(
+        "2024-01-01-000001_lookup",
+        "CREATE TABLE lookup (id int);",
+        Some("DROP TABLE lookup;"),
+    );
+    let out = mt(
+        &db,
+        &[
+            "--shared-schema",
+            "shared_stuff",
+            "--shared-migrations-dir",
+            shared.path_str(),
+            "--schema-pattern",
+            "%",
+            "up",
+        ],
+    );
+    assert_code(&out, 0);
+    assert_contains(&out.stderr, &["\"shared_stuff\" is the shared schema, never a tenant"]);
+    assert_eq!(history(&db, "shared_stuff"), versions(&["20240101000001"]));
+    assert_eq!(history(&db, "ta"), versions(&EMBEDDED));
+    assert!(relation_exists(&db, "shared_stuff", "lookup"));
+    assert!(!relation_exists(&db, "shared_stuff", "users"));
+}
+
+#[test]
+fn a_bad_tenant_list_stops_the_run_before_the_shared_migrations() {
+    let db = TestDb::new();
+    let shared = shared_set(REGISTRY);
+    let before = snapshot(&db);
+    let out = mt(
+        &db,
+        &[
+            "--shared-migrations-dir",
+            shared.path_str(),
+            "--tenants",
+            "ok,Bad",
+            "up",
+        ],
+    );
+    assert_code(&out, 2);
+    let out = mt(
+        &db,
+        &[
+            "--shared-migrations-dir",
+            shared.path_str(),
+            "--tenants-file",
+            "/nonexistent",
+            "up",
+        ],
+    );
+    assert_code(&out, 2);
+    assert_eq!(snapshot(&db), before, "exit 2 promises nothing was changed");
+}
+
+#[test]
+fn down_shared_refuses_an_irreversible_shared_migration_before_any_tenant() {
+    let db = TestDb::new();
+    create_schemas(&db, &["ta"]);
+    let shared = MigDir::new();
+    shared.add("2024-01-01-000001_forever", "CREATE TABLE forever (id int);", None);
+    let args = ["--shared-migrations-dir", shared.path_str(), "--tenants", "ta"];
+    assert_code(&mt(&db, &[&args[..], &["up"]].concat()), 0);
+    let out = mt(&db, &[&args[..], &["down", "--shared"]].concat());
+    assert_code(&out, 2);
+    assert_contains(
+        &out.stderr,
+        &["2024-01-01-000001_forever has no down.sql", "nothing was changed"],
+    );
+    assert_eq!(history(&db, "ta"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
+}

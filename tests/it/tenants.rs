@@ -148,10 +148,6 @@ fn exactly_one_source() {
         &two.stderr,
         &["several tenant sources", "--tenants", "--schema-pattern"],
     );
-    let mut env_and_flag = cmd(&db, &["--schema-pattern", "t%", "up"]);
-    env_and_flag.env("TENANTS", "a,b");
-    let out = support::run(&mut env_and_flag);
-    assert_code(&out, 2);
 }
 
 #[test]
@@ -306,4 +302,94 @@ fn tenant_list_shows_version_and_pending() {
     let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(report["tenants"][1]["pending_count"], 3);
     assert_eq!(report["tenants"][1]["version_after"], "20240101000002");
+}
+
+#[test]
+fn tenant_selection_must_name_discovered_tenants() {
+    let db = TestDb::new();
+    create_schemas(&db, &["pa", "pb"]);
+    let before = snapshot(&db);
+    let out = mt(
+        &db,
+        &["--schema-pattern", "p%", "--tenant", "pa", "--tenant", "typo", "up"],
+    );
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, &["--tenant typo not among the discovered tenants"]);
+    assert_eq!(snapshot(&db), before);
+}
+
+#[test]
+fn tenants_query_must_return_one_column() {
+    let db = TestDb::new();
+    let out = mt(&db, &["--tenants-query", "SELECT 'a'::text, 'b'::text", "up"]);
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, &["returns 2 columns, not one"]);
+}
+
+#[test]
+fn flags_win_over_tenant_sources_in_the_environment() {
+    let db = TestDb::new();
+    create_schemas(&db, &["ea", "eb"]);
+    let mut cmd = cmd(&db, &["--schema-pattern", "eb", "up"]);
+    cmd.env("TENANTS", "ea");
+    let out = support::run(&mut cmd);
+    assert_code(&out, 0);
+    assert!(migrated(&db, "eb") && !has_history(&db, "ea"));
+    let mut both_env = cmd_env(&db);
+    both_env.env("TENANTS", "ea").env("TENANT_SCHEMA_PATTERN", "e%");
+    let out = support::run(&mut both_env);
+    assert_code(&out, 2);
+    assert_contains(
+        &out.stderr,
+        &["several tenant sources", "TENANTS", "TENANT_SCHEMA_PATTERN"],
+    );
+}
+
+fn cmd_env(db: &TestDb) -> std::process::Command {
+    cmd(db, &["status"])
+}
+
+#[test]
+fn a_tenant_the_role_cannot_read_fails_alone() {
+    let db = TestDb::new();
+    create_schemas(&db, &["mine", "secret"]);
+    db.exec(
+        "DO $$ BEGIN CREATE ROLE mt_app LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; GRANT CREATE ON DATABASE \"{db}\" TO mt_app; \
+         ALTER SCHEMA mine OWNER TO mt_app; \
+         CREATE TABLE secret.__diesel_schema_migrations (version varchar(50) PRIMARY KEY, run_on timestamp NOT NULL DEFAULT now());"
+            .replace("{db}", &db.name)
+            .as_str(),
+    );
+    let app_url = db.url.replacen("postgres@", "mt_app@", 1);
+    let mut cmd = support::cli();
+    cmd.args(["--database-url", &app_url, "--tenants", "mine,secret", "up"]);
+    let out = support::run(&mut cmd);
+    assert_code(&out, 1);
+    assert_contains(&out.stdout, &["secret: FAILED", "permission denied"]);
+    assert!(
+        migrated(&db, "mine"),
+        "a tenant the role can read must still be migrated"
+    );
+    db.exec("DROP OWNED BY mt_app; DROP ROLE mt_app;");
+}
+
+#[test]
+fn tenant_create_handles_enum_values_added_by_an_earlier_migration() {
+    let db = TestDb::new();
+    let dir = MigDir::new();
+    dir.add(
+        "2024-01-01-000001_type",
+        "CREATE TYPE st AS ENUM ('a'); CREATE TABLE t (s st);",
+        Some("DROP TABLE t; DROP TYPE st;"),
+    )
+    .add("2024-01-01-000002_value", "ALTER TYPE st ADD VALUE 'b';", Some(""))
+    .add(
+        "2024-01-01-000003_use",
+        "INSERT INTO t VALUES ('b');",
+        Some("DELETE FROM t;"),
+    );
+    let out = mt_dir(&db, &dir, &["tenant", "create", "enumy"]);
+    assert_code(&out, 0);
+    assert_eq!(history(&db, "enumy").len(), 3);
+    assert_eq!(db.query("SELECT s FROM enumy.t"), "b");
 }

@@ -1,0 +1,176 @@
+/*!
+One tenant's run: lock it, re-read its history, run its plan, and turn what happened into
+its [`TenantReport`]. Every failure ends up in the report, never as an early exit, so a
+half-migrated tenant is always reported with the version it was left at.
+*/
+
+use crate::config::Command;
+use crate::database::{DatabaseUrl, Pool, Session, SessionManager};
+use crate::harness::{self, HarnessError, Settings, TenantHarness};
+use crate::migration_set::{DownSql, MigrationSet};
+use crate::plan::{self, Step};
+use crate::report::{Outcome, TenantReport};
+use crate::tenant::SchemaName;
+use r2d2::PooledConnection;
+use std::time::Instant;
+
+/// A pooled connection for one tenant (its error says why there is none, password hidden).
+pub(crate) fn checkout(
+    pool: &Pool,
+    database_url: &DatabaseUrl,
+) -> Result<PooledConnection<SessionManager>, HarnessError> {
+    pool.get().map_err(|e| {
+        HarnessError::Database(format!(
+            "no database connection: {}",
+            database_url.scrub(&e.to_string())
+        ))
+    })
+}
+
+/// One tenant to work on.
+#[derive(Debug, Clone)]
+pub(crate) struct Tenant {
+    pub(crate) schema: SchemaName,
+    /// The schema exists (as far as the catalog pass knows).
+    pub(crate) exists: bool,
+    /// `CREATE SCHEMA` before migrating (it is missing and `--missing create` was given).
+    pub(crate) create_schema: bool,
+}
+
+/// The state of one tenant's run, turned into its report by [`TenantRun::finish`].
+pub(crate) struct TenantRun<'r> {
+    tenant: &'r Tenant,
+    command: &'r Command,
+    set: &'r MigrationSet,
+    started: Instant,
+    report: TenantReport,
+    /// Applied versions, newest first, kept current as steps succeed.
+    applied: Vec<String>,
+}
+
+impl<'r> TenantRun<'r> {
+    pub(crate) fn new(tenant: &'r Tenant, command: &'r Command, set: &'r MigrationSet) -> Self {
+        let mut report = TenantReport::new(tenant.schema.clone(), Outcome::Unchanged);
+        report.exists = tenant.exists;
+        TenantRun {
+            tenant,
+            command,
+            set,
+            started: Instant::now(),
+            report,
+            applied: Vec::new(),
+        }
+    }
+
+    /// Records the applied versions (newest first) as the state before the run.
+    pub(crate) fn record_state(&mut self, applied_desc: &[String]) {
+        self.applied = applied_desc.to_vec();
+        self.report.version_before = self.applied.first().cloned();
+    }
+
+    pub(crate) fn note(mut self, note: &str) -> Self {
+        self.report.notes.push(note.to_string());
+        self
+    }
+
+    pub(crate) fn skip(mut self, reason: &str) -> Self {
+        self.report.outcome = Outcome::Skipped {
+            reason: reason.to_string(),
+        };
+        self
+    }
+
+    pub(crate) fn fail(mut self, error: &HarnessError) -> Self {
+        self.report.outcome = Outcome::Failed {
+            migration: error.migration().map(str::to_string),
+            error: error.to_string(),
+        };
+        self
+    }
+
+    /// Checks out a connection and runs the command on it (`status` only reads).
+    pub(crate) fn run_on(self, pool: &Pool, database_url: &DatabaseUrl, settings: &Settings) -> Self {
+        match checkout(pool, database_url) {
+            Ok(mut session) => self.run_with(&mut session, settings),
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// Runs the command on `session`.
+    pub(crate) fn run_with(mut self, session: &mut Session, settings: &Settings) -> Self {
+        let result = if *self.command == Command::Status {
+            harness::applied_versions(&mut session.conn, &self.tenant.schema).map(|applied| self.record_state(&applied))
+        } else {
+            self.execute(session, settings)
+        };
+        match result {
+            Ok(()) => self,
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// Locks the tenant, re-reads its history, and runs its plan.
+    fn execute(&mut self, session: &mut Session, settings: &Settings) -> Result<(), HarnessError> {
+        let mut h = TenantHarness::lock(session, &self.tenant.schema, settings)?;
+        if matches!(self.command, Command::Up { .. } | Command::Redo { .. }) {
+            h.prepare(self.tenant.create_schema)?;
+            if self.tenant.create_schema {
+                self.report.notes.push("schema created".into());
+            }
+            self.report.exists = true;
+        }
+        let applied = h.applied()?;
+        self.record_state(&applied);
+        let steps = plan::plan(self.command, self.set, &applied)?;
+        log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
+        for step in steps {
+            self.step(&mut h, step)?;
+        }
+        h.release()
+    }
+
+    fn step(&mut self, h: &mut TenantHarness<'_>, step: Step<'_>) -> Result<(), HarnessError> {
+        match step {
+            Step::Apply(m) => {
+                h.apply(m, false)?;
+                self.applied.push(m.version.clone());
+                self.applied.sort_by(|a, b| b.cmp(a));
+                self.report.applied.push(m.version.clone());
+            }
+            Step::Revert(m) => {
+                h.revert(m, false)?;
+                self.applied.retain(|v| *v != m.version);
+                self.report.reverted.push(m.version.clone());
+                if m.down == DownSql::NoOp {
+                    let note = format!("{}: down.sql is empty; only its history row was removed", m.dir_name);
+                    self.report.notes.push(note);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The report: outcome, versions before and after, counts, elapsed time.
+    pub(crate) fn finish(mut self) -> TenantReport {
+        let r = &mut self.report;
+        let changed = !r.applied.is_empty() || !r.reverted.is_empty();
+        if changed && r.outcome == Outcome::Unchanged {
+            r.outcome = Outcome::Changed;
+        }
+        r.version_after = self.applied.first().cloned();
+        r.applied_count = self.applied.len();
+        r.unknown = self
+            .applied
+            .iter()
+            .filter(|v| self.set.get(v).is_none())
+            .cloned()
+            .collect();
+        r.pending_count = self
+            .set
+            .migrations()
+            .iter()
+            .filter(|m| !self.applied.contains(&m.version))
+            .count();
+        self.report.took(self.started.elapsed())
+    }
+}
