@@ -154,5 +154,7 @@ impl RunConfig {
     }
 }
 
-/// Default worker count (see the README's performance section for the measurement).
+/// Default worker count. Measured with `bench/run.sh` on 2 cores (fresh apply of 1,000
+/// tenants): 1 worker is 1.0–1.35× a single psql session, 2, 4 and 8 are all 0.6–0.86×;
+/// 4 matches 2 here and keeps larger servers busy (README, "Performance").
 pub const DEFAULT_CONCURRENCY: usize = 4;
