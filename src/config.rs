@@ -155,6 +155,6 @@ impl RunConfig {
 }
 
 /// Default worker count. Measured with `bench/run.sh` on 2 cores (fresh apply of 1,000
-/// tenants): 1 worker is 1.0–1.35× a single psql session, 2, 4 and 8 are all 0.6–0.86×;
-/// 4 matches 2 here and keeps larger servers busy (README, "Performance").
+/// tenants, ratio to one psql session): 1 worker 1.13×, 2 → 0.65×, 4 → 0.58×, 8 → 0.62×
+/// (README, "Performance").
 pub const DEFAULT_CONCURRENCY: usize = 4;

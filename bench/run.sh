@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# Fleet-scale benchmark of migrate-tenants against the one-psql-session floor.
+#
+#   bench/run.sh                       # N=1000 fresh tenants, NOOP_N=10000 up-to-date tenants
+#   N=100 NOOP_N=500 bench/run.sh      # quick run
+#   SWEEP="1 2 4 8" bench/run.sh       # also sweep --concurrency on the fresh apply
+#   PHASES=sweep SWEEP="1 2 4 8" bench/run.sh   # only the sweep
+#
+# Environment:
+#   N            fresh-apply tenants (default 1000)
+#   NOOP_N       up-to-date tenants for the no-op phase (default 10000)
+#   REPS         repetitions of every timed phase; the best is kept (default 1)
+#   CONCURRENCY  passed as --concurrency to every tool run (default: the tool's own default)
+#   SWEEP        space-separated concurrencies to sweep on the fresh apply at N
+#   PHASES       subset of "fresh noop sweep" (default: "fresh noop", plus "sweep" when SWEEP is set)
+#   SETUP_JOBS   parallel psql sessions that create the no-op phase's tenants (default 4; untimed)
+#   SKIP_BUILD=1 use the existing target/release/migrate-tenants (BIN=path overrides it)
+#   KEEP=1       leave the bench cluster running (and the work directory) at the end
+#   SHARED_BENCH the shared bench material (default: $ROOT/../shared/bench)
+#   BENCH_PGDATA, BENCH_PGPORT  passed through to pg.sh
+#
+# The tool's binary is copied into a work directory once built, so a rebuild of
+# target/ during the run does not change what is measured.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+SHARED=$(cd "$SHARED" && pwd)
+PG="$SHARED/pg.sh"
+GEN="$SHARED/gen-physical.py"
+MIGS="$SHARED/workload/migrations"
+
+N=${N:-1000}
+NOOP_N=${NOOP_N:-10000}
+REPS=${REPS:-1}
+SWEEP=${SWEEP:-}
+CONCURRENCY=${CONCURRENCY:-}
+SETUP_JOBS=${SETUP_JOBS:-4}
+RSS_SMALL=100
+if [ -z "${PHASES:-}" ]; then
+  PHASES="fresh noop"
+  [ -n "$SWEEP" ] && PHASES="$PHASES sweep"
+fi
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
+
+for f in "$PG" "$GEN" "$MIGS"; do
+  [ -e "$f" ] || { echo "bench: missing $f (set SHARED_BENCH)" >&2; exit 2; }
+done
+NMIGS=$(find "$MIGS" -mindepth 1 -maxdepth 1 -type d | wc -l)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-mt.XXXXXX")
+
+cleanup() {
+  local rc=$?
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "bench: KEEP=1: cluster left running ($("$PG" url)), work dir $WORK" >&2
+  else
+    "$PG" stop >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "bench: FAILED: $*"; exit 1; }
+
+# ---------------------------------------------------------------- cluster, build
+log "== starting the bench cluster"
+URL=$("$PG" start | tail -1)
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 "$URL")
+
+if [ -n "${BIN:-}" ]; then
+  SRC_BIN=$BIN
+else
+  SRC_BIN=$ROOT/target/release/migrate-tenants
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "== cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release"
+  fi
+fi
+[ -x "$SRC_BIN" ] || die "no binary at $SRC_BIN"
+TOOL=$WORK/migrate-tenants
+cp "$SRC_BIN" "$TOOL"
+TOOL_SHA=$(sha256sum "$TOOL" | cut -c1-12)
+TOOL_VER=$("$TOOL" --version 2>/dev/null || echo '?')
+
+# ---------------------------------------------------------------- helpers
+# measure OUT -- CMD...: runs CMD (stdin/stdout/stderr as given by the caller) and writes
+# "<wall ms> <max child RSS KB> <exit code> <child CPU ms (user+sys)>" to OUT.
+measure() {
+  local out=$1; shift; [ "$1" = -- ] && shift
+  python3 - "$out" "$@" <<'PY'
+import resource, subprocess, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+rc = subprocess.run(cmd).returncode
+ms = (time.perf_counter() - t0) * 1000
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # ru_maxrss: KB on Linux
+open(out, "w").write(f"{ms:.1f} {ru.ru_maxrss} {rc} {(ru.ru_utime + ru.ru_stime) * 1000:.0f}\n")
+PY
+}
+
+# run_tool LABEL ARGS...: one measured run of the tool (from the work directory, so no
+# .env or diesel.toml of the cwd applies, and with none of its env variables set); sets
+# T_MS and T_RSS; its output goes to $WORK/LABEL.out.
+run_tool() {
+  local label=$1; shift
+  local conc=()
+  [ -n "$CONCURRENCY" ] && conc=(--concurrency "$CONCURRENCY")
+  "$TOOL" --version >/dev/null   # page the binary in
+  checkpoint
+  (cd "$WORK" && measure "$WORK/m" -- env -u TENANTS -u TENANTS_QUERY -u TENANT_SCHEMA_PATTERN \
+      -u MIGRATION_DIRECTORY -u MIGRATE_TENANTS_CONCURRENCY -u RUST_LOG -u DATABASE_URL \
+      "$TOOL" --database-url "$URL" --migrations-dir "$MIGS" "${conc[@]}" "$@" \
+      >"$WORK/$label.out" 2>&1 </dev/null)
+  read -r T_MS T_RSS T_RC T_CPU <"$WORK/m"
+  if [ "$T_RC" != 0 ]; then
+    log "--- $label: exit $T_RC; last lines of its output:"; tail -20 "$WORK/$label.out" >&2
+    die "$label: migrate-tenants exited $T_RC"
+  fi
+}
+
+# run_psql LABEL SQLFILE: measured single psql session; sets T_MS.
+run_psql() {
+  local label=$1 file=$2
+  checkpoint
+  measure "$WORK/m" -- "${PSQL[@]}" -f "$file" >"$WORK/$label.out" 2>&1 </dev/null
+  read -r T_MS T_RSS T_RC T_CPU <"$WORK/m"
+  [ "$T_RC" = 0 ] || { tail -20 "$WORK/$label.out" >&2; die "$label: psql exited $T_RC"; }
+}
+
+checkpoint() { "${PSQL[@]}" -c CHECKPOINT; }
+reset_db() { "$PG" reset >/dev/null; }
+
+tenants_file() {  # tenants_file COUNT PATH
+  seq 1 "$1" | sed 's/^/t_/' >"$2"
+}
+
+# verify COUNT: every t_1..t_COUNT exists with exactly NMIGS history rows, and no other t_ schema.
+verify() {
+  local count=$1 schemas rows
+  schemas=$("${PSQL[@]}" -tAc "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+  [ "$schemas" = "$count" ] || die "expected $count tenant schemas, found $schemas"
+  # One SELECT per tenant in autocommit: a single query over thousands of tables would
+  # exhaust a stock server's lock table.
+  rows=$(seq 1 "$count" | awk '{printf "SELECT count(*) FROM t_%d.__diesel_schema_migrations;\n", $1}' \
+         | "${PSQL[@]}" -tA | awk '{s+=$1} END {print s+0}')
+  [ "$rows" = $((count * NMIGS)) ] || die "expected $((count * NMIGS)) history rows over $count tenants, found $rows"
+}
+
+min() { awk -v a="$1" -v b="$2" 'BEGIN {print (b == "" || a + 0 < b + 0) ? a : b}'; }
+max() { awk -v a="$1" -v b="$2" 'BEGIN {print (b == "" || a + 0 > b + 0) ? a : b}'; }
+div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN {if (b + 0 == 0) print "n/a"; else printf f "\n", a / b}'; }
+secs() { awk -v a="$1" 'BEGIN {printf "%.2f s", a / 1000}'; }
+
+SUMMARY=()
+summary() { SUMMARY+=("$(printf '%-54s %12s  %-26s %s' "$1" "$2" "$3" "$4")"); }
+verdict() { awk -v r="$1" -v l="$2" 'BEGIN {if (r == "n/a") print "-"; else print (r + 0 <= l + 0) ? "PASS" : "FAIL"}'; }
+
+# Other work on the machine skews every figure: show the load and CPU/IO pressure.
+load() {
+  local l; l="loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+  [ -r /proc/pressure/cpu ] && l="$l; cpu pressure avg60 $(awk -F'[ =]' '/^some/ {print $5}' /proc/pressure/cpu)%"
+  [ -r /proc/pressure/io ] && l="$l; io pressure avg60 $(awk -F'[ =]' '/^some/ {print $5}' /proc/pressure/io)%"
+  echo "$l"
+}
+
+# ---------------------------------------------------------------- machine
+MACHINE=(
+  "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  "host:     $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), $(uname -sr)"
+  "server:   $("${PSQL[@]}" -tAc 'SHOW server_version') (stock settings, fsync=$("${PSQL[@]}" -tAc 'SHOW fsync'), synchronous_commit=$("${PSQL[@]}" -tAc 'SHOW synchronous_commit'), max_locks_per_transaction=$("${PSQL[@]}" -tAc 'SHOW max_locks_per_transaction'))"
+  "tool:     $TOOL_VER (binary sha256 $TOOL_SHA), concurrency ${CONCURRENCY:-default}"
+  "workload: $NMIGS migrations from $MIGS; N=$N NOOP_N=$NOOP_N REPS=$REPS"
+  "load at start: $(load)"
+)
+printf '%s\n' "${MACHINE[@]}"
+
+GEN_SQL() { python3 "$GEN" "$@" "$MIGS"; }
+
+# ---------------------------------------------------------------- 1. fresh apply
+FLOOR_MS=
+if has_phase fresh || has_phase sweep; then
+  tenants_file "$N" "$WORK/fresh.tenants"
+  GEN_SQL "$N" migrate >"$WORK/floor-migrate.sql"
+fi
+
+if has_phase fresh; then
+  echo
+  echo "== fresh apply: $N new tenants x $NMIGS migrations (best of $REPS)"
+  TOOL_MS= ; FRESH_RSS= ; PAIRED=
+  for rep in $(seq 1 "$REPS"); do
+    reset_db
+    run_tool fresh-tool up -q --tenants-file "$WORK/fresh.tenants" --missing create
+    verify "$N"
+    log "   rep $rep tool:  $(secs "$T_MS"), tool CPU ${T_CPU} ms  ($(tail -1 "$WORK/fresh-tool.out"))"
+    TOOL_MS=$(min "$T_MS" "$TOOL_MS"); FRESH_RSS=$(max "$T_RSS" "$FRESH_RSS"); REP_TOOL=$T_MS
+    reset_db
+    run_psql fresh-floor "$WORK/floor-migrate.sql"
+    verify "$N"
+    PAIRED="$PAIRED $(div "$REP_TOOL" "$T_MS")"
+    log "   rep $rep floor: $(secs "$T_MS"); this rep's tool/floor $(div "$REP_TOOL" "$T_MS")"
+    FLOOR_MS=$(min "$T_MS" "$FLOOR_MS")
+  done
+  R=$(div "$TOOL_MS" "$FLOOR_MS")
+  printf '  migrate-tenants up       %10s  %7.2f ms/tenant  peak RSS %d KB\n' "$(secs "$TOOL_MS")" "$(div "$TOOL_MS" "$N" %.4f)" "$FRESH_RSS"
+  printf '  floor (one psql session) %10s  %7.2f ms/tenant\n' "$(secs "$FLOOR_MS")" "$(div "$FLOOR_MS" "$N" %.4f)"
+  printf '  ratio tool/floor         %10s  (best/best; per rep:%s)\n' "$R" "$PAIRED"
+  summary "fresh apply, N=$N: tool / floor" "${R}x" "$(secs "$TOOL_MS") / $(secs "$FLOOR_MS")" "target <= 1.0x (aim 0.8x): $(verdict "$R" 1.0)"
+  summary "fresh apply, N=$N: ms per tenant" "$(div "$TOOL_MS" "$N")" "floor $(div "$FLOOR_MS" "$N")" "per-rep ratios:$PAIRED"
+  summary "fresh apply, N=$N: peak RSS" "${FRESH_RSS} KB" "" ""
+fi
+
+# ---------------------------------------------------------------- 2. no-op + RSS
+if has_phase noop; then
+  echo
+  echo "== no-op: $NOOP_N up-to-date tenants (best of $REPS)"
+  reset_db
+  log "   creating $NOOP_N up-to-date tenants (gen-physical.py migrate1tx, $SETUP_JOBS psql sessions; untimed) ..."
+  # The floor script's tenant blocks (each starts with CREATE SCHEMA) dealt round-robin
+  # over SETUP_JOBS files, each with the script's header; one psql session per file.
+  GEN_SQL "$NOOP_N" migrate1tx | awk -v jobs="$SETUP_JOBS" -v dir="$WORK" '
+    BEGIN { t = -1 }
+    /^CREATE SCHEMA IF NOT EXISTS / { t++ }
+    t < 0 { for (j = 0; j < jobs; j++) print > (dir "/setup." j ".sql"); next }
+    { print > (dir "/setup." (t % jobs) ".sql") }'
+  setup_start=$(date +%s)
+  pids=()
+  for f in "$WORK"/setup.*.sql; do
+    "${PSQL[@]}" -f "$f" >"$f.out" 2>&1 & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || { cat "$WORK"/setup.*.out >&2; die "creating the no-op tenants"; }; done
+  log "   setup took $(( $(date +%s) - setup_start )) s"
+  verify "$NOOP_N"
+  rm -f "$WORK"/setup.*
+  tenants_file "$NOOP_N" "$WORK/noop.tenants"
+  tenants_file "$RSS_SMALL" "$WORK/small.tenants"
+  GEN_SQL "$NOOP_N" noop >"$WORK/floor-noop.sql"
+  "${PSQL[@]}" -c "VACUUM ANALYZE" >/dev/null 2>&1 || true
+  P_MS= ; F_MS= ; N_MS= ; P_RSS= ; F_RSS= ; S_RSS= ; S_MS=
+  for rep in $(seq 1 "$REPS"); do
+    run_psql noop-floor "$WORK/floor-noop.sql";                          N_MS=$(min "$T_MS" "$N_MS")
+    log "   rep $rep floor:   $(secs "$T_MS")"
+    run_tool noop-pattern up -q --schema-pattern 't\_%';                 P_MS=$(min "$T_MS" "$P_MS"); P_RSS=$(max "$T_RSS" "$P_RSS")
+    log "   rep $rep pattern: $(secs "$T_MS"), tool CPU ${T_CPU} ms  ($(tail -1 "$WORK/noop-pattern.out"))"
+    run_tool noop-file up -q --tenants-file "$WORK/noop.tenants";        F_MS=$(min "$T_MS" "$F_MS"); F_RSS=$(max "$T_RSS" "$F_RSS")
+    log "   rep $rep file:    $(secs "$T_MS"), tool CPU ${T_CPU} ms  ($(tail -1 "$WORK/noop-file.out"))"
+    run_tool noop-small up -q --tenants-file "$WORK/small.tenants";      S_MS=$(min "$T_MS" "$S_MS"); S_RSS=$(max "$T_RSS" "$S_RSS")
+  done
+  verify "$NOOP_N"   # a no-op must not have changed anything
+  RP=$(div "$P_MS" "$N_MS"); RF=$(div "$F_MS" "$N_MS"); RR=$(div "$(max "$P_RSS" "$F_RSS")" "$S_RSS")
+  printf '  floor (one SELECT per tenant, one session) %10s  %7.3f ms/tenant\n' "$(secs "$N_MS")" "$(div "$N_MS" "$NOOP_N" %.4f)"
+  printf '  up --schema-pattern  t\\_%%                  %10s  %7.3f ms/tenant  ratio %s  peak RSS %d KB\n' "$(secs "$P_MS")" "$(div "$P_MS" "$NOOP_N" %.4f)" "$RP" "$P_RSS"
+  printf '  up --tenants-file                          %10s  %7.3f ms/tenant  ratio %s  peak RSS %d KB\n' "$(secs "$F_MS")" "$(div "$F_MS" "$NOOP_N" %.4f)" "$RF" "$F_RSS"
+  printf '  up --tenants-file, %d tenants              %10s  peak RSS %d KB\n' "$RSS_SMALL" "$(secs "$S_MS")" "$S_RSS"
+  printf '  RSS(%d) / RSS(%d)                        %10s\n' "$NOOP_N" "$RSS_SMALL" "$RR"
+  summary "no-op, $NOOP_N tenants, --schema-pattern: tool/floor" "${RP}x" "$(secs "$P_MS") / $(secs "$N_MS")" "target <= 2x: $(verdict "$RP" 2)"
+  summary "no-op, $NOOP_N tenants, --tenants-file: tool/floor" "${RF}x" "$(secs "$F_MS") / $(secs "$N_MS")" "target <= 2x: $(verdict "$RF" 2)"
+  summary "peak RSS no-op: $NOOP_N / $RSS_SMALL tenants" "${RR}x" "$(max "$P_RSS" "$F_RSS") KB / $S_RSS KB" "target <= 1.5x: $(verdict "$RR" 1.5)"
+fi
+
+# ---------------------------------------------------------------- 3. concurrency sweep
+if has_phase sweep && [ -n "$SWEEP" ]; then
+  echo
+  echo "== concurrency sweep: fresh apply of $N tenants (best of $REPS; reps interleaved with a floor run)"
+  SAVED_CONC=$CONCURRENCY
+  # The sweep's ratios use the floor runs of the sweep itself (the machine's load drifts).
+  declare -A BEST=() BRSS=()
+  SWEEP_FLOOR=
+  for rep in $(seq 1 "$REPS"); do
+    reset_db
+    run_psql fresh-floor "$WORK/floor-migrate.sql"
+    verify "$N"
+    log "   rep $rep floor:   $(secs "$T_MS")"
+    SWEEP_FLOOR=$(min "$T_MS" "$SWEEP_FLOOR"); REP_FLOOR=$T_MS
+    for c in $SWEEP; do
+      CONCURRENCY=$c
+      reset_db
+      run_tool "sweep-$c" up -q --tenants-file "$WORK/fresh.tenants" --missing create
+      verify "$N"
+      log "   rep $rep c=$c: $(secs "$T_MS"), tool CPU ${T_CPU} ms, vs this rep's floor $(div "$T_MS" "$REP_FLOOR")"
+      BEST[$c]=$(min "$T_MS" "${BEST[$c]:-}"); BRSS[$c]=$(max "$T_RSS" "${BRSS[$c]:-}")
+    done
+  done
+  CONCURRENCY=$SAVED_CONC
+  printf '  %-12s %10s  %10s  %8s  %10s\n' concurrency time ms/tenant vs-floor "peak RSS"
+  printf '  %-12s %10s  %10.2f  %8s\n' "floor" "$(secs "$SWEEP_FLOOR")" "$(div "$SWEEP_FLOOR" "$N" %.4f)" "1.00"
+  for c in $SWEEP; do
+    R=$(div "${BEST[$c]}" "$SWEEP_FLOOR")
+    printf '  %-12s %10s  %10.2f  %8s  %7d KB\n' "$c" "$(secs "${BEST[$c]}")" "$(div "${BEST[$c]}" "$N" %.4f)" "$R" "${BRSS[$c]}"
+    summary "sweep, N=$N, --concurrency $c: tool / floor" "${R}x" "$(secs "${BEST[$c]}") / $(secs "$SWEEP_FLOOR")" "$(div "${BEST[$c]}" "$N") ms/tenant"
+  done
+fi
+
+# ---------------------------------------------------------------- summary
+echo
+echo "== summary"
+printf '%s\n' "${MACHINE[@]}"
+echo "load at end:   $(load)"
+printf '%-54s %12s  %-26s %s\n' figure value "tool / floor" target
+printf '%s\n' "${SUMMARY[@]}"
