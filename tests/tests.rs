@@ -18,6 +18,8 @@ mod failures;
 mod generate;
 #[path = "it/isolation.rs"]
 mod isolation;
+#[path = "it/library.rs"]
+mod library;
 #[path = "it/lifecycle.rs"]
 mod lifecycle;
 #[path = "it/names.rs"]
