@@ -15,7 +15,8 @@ use std::time::Duration;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success: every tenant is where it was asked to be
-  1  at least one tenant (or the shared schema) failed; the others were still migrated
+  1  at least one tenant (or the shared schema) failed; the others were still processed
+     (unless --fail-fast)
   2  usage, configuration or migration-set error: nothing was changed
   3  the database could not be reached
 
@@ -35,6 +36,7 @@ pub struct Cli {
 
 /// Flags accepted by every command.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// PostgreSQL connection URL (its password is never printed or logged).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
@@ -42,14 +44,18 @@ pub struct Global {
 
     /// Read migrations from this directory at run time instead of the embedded set
     /// (default: diesel.toml's [migrations_directory] dir, else the embedded set).
-    #[arg(long, env = "MIGRATION_DIRECTORY", global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        env = "MIGRATION_DIRECTORY",
+        global = true,
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub migrations_dir: Option<PathBuf>,
 
-    #[command(flatten)]
-    pub tenants: TenantArgs,
-
     /// Worker threads (and pooled connections); each tenant holds one connection for its whole run.
-    #[arg(long, env = "MIGRATE_TENANTS_CONCURRENCY", global = true, default_value_t = migrate_tenants::config::DEFAULT_CONCURRENCY, value_name = "N")]
+    #[arg(long, env = "MIGRATE_TENANTS_CONCURRENCY",
+        hide_env_values = true, global = true, default_value_t = migrate_tenants::config::DEFAULT_CONCURRENCY, value_name = "N")]
     pub concurrency: usize,
 
     /// Seconds to wait for the database before giving up (exit code 3).
@@ -86,10 +92,15 @@ pub struct Global {
     /// Print only failures and the summary.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+
+    // Last, so that the flags above keep the "Global options" heading in --help.
+    #[command(flatten)]
+    pub tenants: TenantArgs,
 }
 
 /// Which tenants a command is about: exactly one source, then selection.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Tenants (up, down, redo, status, tenant list)")]
 pub struct TenantArgs {
     /// Tenant schemas, comma-separated [env: TENANTS].
     #[arg(long, global = true, value_delimiter = ',', value_name = "NAMES")]
@@ -173,7 +184,7 @@ pub enum CliCommand {
     },
     /// Revert the newest N migrations of each tenant, then apply them again.
     Redo {
-        /// How many.
+        /// How many of the newest migrations to revert and apply again, per tenant.
         #[arg(long, default_value_t = 1)]
         steps: usize,
     },
@@ -230,7 +241,10 @@ impl Global {
     /// The database URL, or a usage error saying how to give one.
     pub fn database_url(&self) -> Result<DatabaseUrl, UsageError> {
         match &self.database_url {
-            Some(url) if !url.trim().is_empty() => Ok(DatabaseUrl::new(url, Duration::from_secs(self.connect_timeout))),
+            Some(url) if !url.trim().is_empty() => {
+                DatabaseUrl::validate(url).map_err(UsageError)?;
+                Ok(DatabaseUrl::new(url, Duration::from_secs(self.connect_timeout)))
+            }
             _ => Err(UsageError(
                 "no database: pass --database-url or set DATABASE_URL (a .env file works too)".into(),
             )),
@@ -274,7 +288,9 @@ impl Global {
         config.strict = self.tenants.strict;
         config.missing = self.tenants.missing_policy();
         if self.concurrency == 0 {
-            return Err(UsageError("--concurrency must be at least 1".into()));
+            return Err(UsageError(
+                "--concurrency (MIGRATE_TENANTS_CONCURRENCY) must be at least 1".into(),
+            ));
         }
         config.concurrency = self.concurrency;
         config.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
@@ -295,6 +311,17 @@ impl Global {
 }
 
 impl TenantArgs {
+    /// Whether any tenant-source or selection flag was given (commands that name their
+    /// tenants refuse them rather than ignore them).
+    pub fn any_given(&self) -> bool {
+        !self.tenants.is_empty()
+            || self.tenants_file.is_some()
+            || self.tenants_query.is_some()
+            || self.schema_pattern.is_some()
+            || !self.only.is_empty()
+            || !self.exclude.is_empty()
+    }
+
     /// Exactly one tenant source: from the flags if any is given (flags win over the
     /// environment), else from TENANTS, TENANTS_QUERY or TENANT_SCHEMA_PATTERN.
     fn source(&self) -> Result<TenantSource, UsageError> {

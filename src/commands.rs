@@ -4,7 +4,7 @@ What each subcommand does with the library, and the exit code it ends with.
 
 use crate::cli::{Cli, CliCommand, Format, Global, TenantCommand, UsageError};
 use crate::render::Printer;
-use migrate_tenants::config::TenantSource;
+use migrate_tenants::config::{MigrationSource, TenantSource};
 use migrate_tenants::database::DatabaseUrl;
 use migrate_tenants::lifecycle;
 use migrate_tenants::migration_set::DownSql;
@@ -124,6 +124,13 @@ fn generate(global: &Global, name: &str, no_transaction: bool) -> Outcome {
     println!("created {}", created.display());
     println!("  {}", created.join("up.sql").display());
     println!("  {}", created.join("down.sql").display());
+    if global.migration_source().map_err(usage)? == MigrationSource::Embedded {
+        println!(
+            "note: this binary runs its embedded migrations; rebuild it (cargo build) to embed the new one, \
+             or run with --migrations-dir {}",
+            dir.display()
+        );
+    }
     Ok(exit::SUCCESS)
 }
 
@@ -139,6 +146,11 @@ fn tenant(global: &Global, command: &TenantCommand) -> Outcome {
         }
         TenantCommand::Drop { names, .. } => (names, RunKind::TenantDrop),
     };
+    if global.tenants.any_given() {
+        let why = "tenant create/drop take the tenant names as arguments; drop --tenants, --tenants-file, \
+                   --tenants-query, --schema-pattern, --tenant and --exclude";
+        return Err((exit::USAGE, why.into()));
+    }
     let config = global
         .run_config(false, Some(TenantSource::List(names.clone())))
         .map_err(usage)?;

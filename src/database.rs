@@ -22,6 +22,22 @@ pub struct DatabaseUrl {
 }
 
 impl DatabaseUrl {
+    /// Checks that `raw` is a `postgres://` / `postgresql://` URL or a libpq `key=value`
+    /// string, without showing it (it may hold a password).
+    pub fn validate(raw: &str) -> Result<(), String> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return url::Url::parse(raw)
+                .map(|_| ())
+                .map_err(|e| format!("the database URL is not a valid URL ({e})"));
+        }
+        let pairs = conninfo_pairs(raw);
+        if pairs.is_empty() || pairs.iter().any(|(k, _)| k.is_empty()) {
+            return Err("the database URL is neither a postgres:// URL nor a key=value connection string".into());
+        }
+        Ok(())
+    }
+
     /// Wraps a connection string, adding `connect_timeout` (whole seconds, at least 1)
     /// unless it already has one.
     pub fn new(raw: &str, connect_timeout: Duration) -> DatabaseUrl {
@@ -104,6 +120,7 @@ impl fmt::Display for DatabaseUrl {
             _ => {
                 let shown: Vec<String> = conninfo_pairs(&self.raw)
                     .into_iter()
+                    .filter(|(k, _)| !k.is_empty())
                     .map(|(k, v)| {
                         if k == "password" {
                             format!("{k}=***")
@@ -144,6 +161,8 @@ fn conninfo_pairs(conninfo: &str) -> Vec<(String, String)> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next_if_eq(&'=').is_none() {
+            pairs.push((key, String::new()));
+            pairs.push((String::new(), String::new())); // marks the string as malformed
             break;
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}

@@ -35,7 +35,7 @@ pub enum DiscoveryError {
         source: std::io::Error,
     },
     /// The tenants query failed.
-    #[error("the tenants query failed: {0} (it must return one text column of schema names)")]
+    #[error("the tenants query failed: {0} (it must be one SELECT returning one text column of schema names; it runs as a subquery: SELECT ... FROM (<query>) q)")]
     Query(String),
     /// An invalid name in a strict selection (`--strict`, or a hand-typed `--tenants` list).
     #[error("invalid tenant name(s); nothing was changed (use --tenants-file or a query without --strict to skip them):{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]

@@ -61,7 +61,7 @@ pub enum HarnessError {
     #[error("{0} has no down.sql: it cannot be reverted")]
     Irreversible(String),
     /// The tenant's history holds a version this binary does not know.
-    #[error("applied version {0} is not known to this binary (was it migrated by a newer release?)")]
+    #[error("applied version {0} is not in this migration set (was the tenant migrated by a newer release?)")]
     UnknownVersion(String),
     /// The command refuses this schema (already exists, not a tenant, ...).
     #[error("{0}")]

@@ -8,10 +8,11 @@ mod render;
 use clap::Parser;
 
 fn main() {
-    // A missing .env is normal; a malformed one is worth a warning.
+    // A missing .env is normal; a malformed one is worth a warning (dotenvy stops at the
+    // bad line: the lines before it are loaded, the rest are not).
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
-            eprintln!("warning: ignoring .env: {e}");
+            eprintln!("warning: .env: {e}; that line and the ones after it were not loaded (quote values with spaces)");
         }
     }
     let cli = cli::Cli::parse();

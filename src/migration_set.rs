@@ -132,11 +132,8 @@ impl MigrationSet {
             origin: origin.clone(),
             problems: vec![problem],
         };
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            fail(format!(
-                "cannot read the directory: {e} (check --migrations-dir, MIGRATION_DIRECTORY or diesel.toml)"
-            ))
-        })?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| fail(format!("cannot read the directory: {e} (check the path given)")))?;
         let mut raw = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| fail(format!("cannot list the directory: {e}")))?;

@@ -44,6 +44,9 @@ impl Observer for Printer {
             for e in invalid {
                 eprintln!("skipped invalid tenant name: {e}");
             }
+            if tenants.is_empty() {
+                eprintln!("warning: no tenants found (a --schema-pattern only matches existing schemas)");
+            }
             if !self.quiet {
                 println!("{} tenant(s)", tenants.len());
             }
@@ -86,6 +89,8 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
                 r.applied_count, r.pending_count
             )
         }
+        Outcome::Unchanged if kind == RunKind::Down => format!("{name}: nothing to revert (at {after})"),
+        Outcome::Unchanged if kind == RunKind::Redo => format!("{name}: nothing to redo (at {after})"),
         Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
         Outcome::Changed if kind == RunKind::TenantDrop => {
             format!("{name}: dropped (was at {before}, {} ms)", r.elapsed_ms)
@@ -100,7 +105,11 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
                 true => String::new(),
                 false => format!(" after {}", counts(r)),
             };
-            format!("{name}: FAILED{at}{done}, left at {after}: {error}")
+            let left_at = match kind {
+                RunKind::TenantCreate | RunKind::TenantDrop if r.version_after.is_none() => String::new(),
+                _ => format!(", left at {after}"),
+            };
+            format!("{name}: FAILED{at}{done}{left_at}: {error}")
         }
         Outcome::Skipped { reason } => format!("{name}: skipped: {reason}"),
     }

@@ -175,9 +175,9 @@ pub struct Summary {
     pub failed: usize,
     /// Tenants not attempted.
     pub skipped: usize,
-    /// Migrations applied in all.
+    /// Migrations applied in all (shared schema included).
     pub applied: usize,
-    /// Migrations reverted in all.
+    /// Migrations reverted in all (shared schema included).
     pub reverted: usize,
 }
 
@@ -231,6 +231,10 @@ impl FleetReport {
         tenants.sort_by(|a, b| a.schema.cmp(&b.schema));
         for report in &tenants {
             self.summary.add(report);
+        }
+        if let Some(shared) = &self.shared {
+            self.summary.applied += shared.applied.len();
+            self.summary.reverted += shared.reverted.len();
         }
         self.tenants = tenants;
         self.elapsed_ms = started.elapsed().as_millis().min(u64::MAX as u128) as u64;

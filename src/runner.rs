@@ -279,7 +279,9 @@ impl FleetRun<'_> {
         if !state.exists {
             return match (self.config.missing, self.command) {
                 (MissingPolicy::Create, Command::Up { .. } | Command::Redo { .. }) => Err(tenant),
-                (MissingPolicy::Create, _) => Ok(run.note("schema does not exist").finish()),
+                (MissingPolicy::Create, _) => Ok(run
+                    .skip("schema does not exist (up --missing create would create it)")
+                    .finish()),
                 (MissingPolicy::Skip, _) => Ok(run.skip("schema does not exist (--missing skip)").finish()),
                 (MissingPolicy::Error, _) => Ok(run
                     .fail(&HarnessError::MissingSchema(tenant.schema.to_string()))

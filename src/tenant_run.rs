@@ -68,11 +68,6 @@ impl<'r> TenantRun<'r> {
         self.report.version_before = self.applied.first().cloned();
     }
 
-    pub(crate) fn note(mut self, note: &str) -> Self {
-        self.report.notes.push(note.to_string());
-        self
-    }
-
     pub(crate) fn skip(mut self, reason: &str) -> Self {
         self.report.outcome = Outcome::Skipped {
             reason: reason.to_string(),

@@ -158,3 +158,13 @@ fn password_in_a_query_parameter_or_quoted_keyword_form_never_appears() {
         assert_contains(&out.stderr, &["cannot connect", "***"]);
     }
 }
+
+#[test]
+fn a_malformed_database_url_is_a_usage_error_that_hides_its_value() {
+    for url in ["not a url with secret-pw9", "postgres://u:secret-pw9@[bad/x"] {
+        let out = mt_bare(&["--database-url", url, "--tenants", "acme", "status"]);
+        assert_code(&out, 2);
+        assert_contains(&out.stderr, &["the database URL is"]);
+        assert_no_secret(&out, &["secret-pw9"]);
+    }
+}

@@ -161,5 +161,5 @@ fn selection_deduplicates_includes_and_excludes() {
     assert_contains(&out.stdout, &["1 tenant(s)"]);
     assert_eq!(history(&db, "acme"), versions(&EMBEDDED));
     assert!(!has_history(&db, "globex"));
-    assert_contains(&out.stdout, &["globex: up to date at none"]);
+    assert_contains(&out.stdout, &["globex: nothing to revert (at none)"]);
 }

@@ -36,6 +36,7 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
     let shared = shared_set(REGISTRY);
     let out = up_with_shared(&db, &shared, &["up"]);
     assert_code(&out, 0);
+    assert_contains(&out.stdout, &["11 migration(s) applied"]); // 1 shared + 2 tenants x 5
     let first = out.stdout.lines().next().unwrap_or("");
     assert!(
         first.starts_with("shared schema public: none -> 20240101000001"),

@@ -393,3 +393,26 @@ fn tenant_create_handles_enum_values_added_by_an_earlier_migration() {
     assert_eq!(history(&db, "enumy").len(), 3);
     assert_eq!(db.query("SELECT s FROM enumy.t"), "b");
 }
+
+#[test]
+fn lifecycle_commands_refuse_tenant_source_flags() {
+    let db = TestDb::new();
+    let out = mt(&db, &["--tenants", "acme", "tenant", "create", "zeta"]);
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, &["take the tenant names as arguments"]);
+    assert!(!schema_exists(&db, "zeta"));
+}
+
+#[test]
+fn status_reports_a_missing_schema_as_skipped_under_missing_create() {
+    let db = TestDb::new();
+    let out = mt(&db, &["--tenants", "gone", "--missing", "create", "status"]);
+    assert_code(&out, 0);
+    assert_contains(
+        &out.stdout,
+        &["gone: skipped: schema does not exist (up --missing create would create it)"],
+    );
+    assert!(!schema_exists(&db, "gone"), "status never creates anything");
+    let out = mt(&db, &["--tenants", "gone", "status"]);
+    assert_code(&out, 1);
+}
