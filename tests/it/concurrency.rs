@@ -74,3 +74,42 @@ fn two_concurrent_up_processes_apply_each_migration_once() {
     }
     assert_public_empty(&db);
 }
+
+#[test]
+fn runners_on_different_tenants_do_not_wait_for_each_other() {
+    let db = TestDb::new();
+    create_schemas(&db, &["slow_one", "quick_one"]);
+    let dir = MigDir::new();
+    dir.add(
+        "2024-01-01-000001_wait",
+        "CREATE TABLE w (id int);\nSELECT pg_sleep(CASE WHEN current_schema() = 'slow_one' THEN 6 ELSE 0 END);",
+        Some("DROP TABLE w;"),
+    );
+    let mut slow = cmd(&db, &["--tenants", "slow_one", "up"]);
+    slow.arg("--migrations-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut slow = slow.spawn().expect("spawn the slow runner");
+    // Wait until the slow runner holds its tenant's lock and is inside the migration.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db.query("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(CASE%' AND state = 'active' AND pid <> pg_backend_pid()") == "0" {
+        assert!(std::time::Instant::now() < deadline, "the slow runner never started its migration");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let started = std::time::Instant::now();
+    let quick = mt_dir(&db, &dir, &["--tenants", "quick_one", "up"]);
+    let elapsed = started.elapsed();
+    assert_code(&quick, 0);
+    assert!(
+        elapsed < std::time::Duration::from_secs(4),
+        "quick_one waited {elapsed:?} for slow_one's runner"
+    );
+    assert!(
+        slow.try_wait().expect("slow runner status").is_none(),
+        "the slow runner should still be running"
+    );
+    assert!(slow.wait().expect("slow runner").success());
+    assert_eq!(history(&db, "slow_one"), versions(&["20240101000001"]));
+    assert_eq!(history(&db, "quick_one"), versions(&["20240101000001"]));
+}
