@@ -15,59 +15,56 @@ use std::fmt;
 use std::time::Duration;
 
 /// A PostgreSQL connection string (URL or `key=value` form) that never shows its password.
+///
+/// It is parsed by libpq itself (`PQconninfoParse`), so whatever libpq accepts is accepted,
+/// and libpq's own marking of secret options (`password`, `sslpassword`) says what to hide.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     raw: String,
-    password: Option<String>,
+    /// Values never to show (libpq's secret options).
+    secrets: Vec<String>,
+}
+
+/// One option of a parsed connection string.
+struct ConnOption {
+    keyword: String,
+    value: String,
+    secret: bool,
 }
 
 impl DatabaseUrl {
-    /// Checks that `raw` is a `postgres://` / `postgresql://` URL or a libpq `key=value`
-    /// string, without showing it (it may hold a password).
+    /// Checks that libpq can parse `raw`; the error never shows the password.
     pub fn validate(raw: &str) -> Result<(), String> {
-        let raw = raw.trim();
-        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            return url::Url::parse(raw)
-                .map(|_| ())
-                .map_err(|e| format!("the database URL is not a valid URL ({e})"));
+        match conninfo_parse(raw.trim()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let hidden = DatabaseUrl {
+                    raw: String::new(),
+                    secrets: password_guesses(raw),
+                };
+                Err(format!("the database URL cannot be used: {}", hidden.scrub(e.trim())))
+            }
         }
-        let pairs = conninfo_pairs(raw);
-        if pairs.is_empty() || pairs.iter().any(|(k, _)| k.is_empty()) {
-            return Err("the database URL is neither a postgres:// URL nor a key=value connection string".into());
-        }
-        Ok(())
     }
 
     /// Wraps a connection string, adding `connect_timeout` (whole seconds, at least 1)
     /// unless it already has one.
     pub fn new(raw: &str, connect_timeout: Duration) -> DatabaseUrl {
-        let secs = connect_timeout.as_secs().max(1).to_string();
-        match url::Url::parse(raw) {
-            Ok(mut url) if matches!(url.scheme(), "postgres" | "postgresql") => {
-                // libpq also takes the password as a query parameter.
-                let password = url.password().map(percent_decode).or_else(|| {
-                    url.query_pairs()
-                        .find(|(k, _)| k == "password")
-                        .map(|(_, v)| v.into_owned())
-                });
-                if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
-                    url.query_pairs_mut().append_pair("connect_timeout", &secs);
-                }
-                DatabaseUrl {
-                    raw: url.to_string(),
-                    password,
-                }
-            }
-            _ => {
-                let pairs = conninfo_pairs(raw);
-                let password = pairs.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone());
-                let mut raw = raw.trim().to_string();
-                if !pairs.iter().any(|(k, _)| k == "connect_timeout") {
-                    raw.push_str(&format!(" connect_timeout={secs}"));
-                }
-                DatabaseUrl { raw, password }
-            }
+        let raw = raw.trim();
+        let options = conninfo_parse(raw).unwrap_or_default();
+        let mut secrets: Vec<String> = options.iter().filter(|o| o.secret).map(|o| o.value.clone()).collect();
+        secrets.extend(password_guesses(raw));
+        let mut raw = raw.to_string();
+        if !options.iter().any(|o| o.keyword == "connect_timeout") {
+            let secs = connect_timeout.as_secs().max(1);
+            let separator = match (is_url(&raw), raw.contains('?')) {
+                (true, true) => "&",
+                (true, false) => "?",
+                (false, _) => " ",
+            };
+            raw.push_str(&format!("{separator}connect_timeout={secs}"));
         }
+        DatabaseUrl { raw, secrets }
     }
 
     /// The full connection string, password included. Only for handing to libpq.
@@ -75,63 +72,32 @@ impl DatabaseUrl {
         &self.raw
     }
 
-    /// `text` with every occurrence of the password (as typed, or percent-encoded)
-    /// replaced by `***`.
+    /// `text` with every secret (as typed, or percent-encoded) replaced by `***`.
     pub fn scrub(&self, text: &str) -> String {
-        match &self.password {
-            Some(p) if !p.is_empty() => {
-                let encoded: String = url::form_urlencoded::byte_serialize(p.as_bytes()).collect();
-                let percent = url::Url::parse("postgres://u@h/").ok().and_then(|mut u| {
-                    u.set_password(Some(p)).ok()?;
-                    u.password().map(str::to_string)
-                });
-                let mut out = text.replace(p.as_str(), "***").replace(&encoded, "***");
-                if let Some(percent) = percent {
-                    out = out.replace(&percent, "***");
-                }
-                out
-            }
-            _ => text.to_string(),
+        let mut out = text.to_string();
+        for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
+            let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            let percent = form.replace('+', "%20");
+            out = out
+                .replace(secret.as_str(), "***")
+                .replace(&form, "***")
+                .replace(&percent, "***");
         }
+        out
     }
 }
 
+/// Shows the options libpq parsed, as `key=value`, secrets as `***`.
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match url::Url::parse(&self.raw) {
-            Ok(mut url) if matches!(url.scheme(), "postgres" | "postgresql") => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("***"));
-                }
-                let pairs: Vec<(String, String)> = url
-                    .query_pairs()
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                if pairs.iter().any(|(k, _)| k == "password") {
-                    let mut query = url.query_pairs_mut();
-                    query.clear();
-                    for (k, v) in &pairs {
-                        query.append_pair(k, if k == "password" { "***" } else { v });
-                    }
-                }
-                write!(f, "{url}")
-            }
-            // The key=value form: show everything but the password.
-            _ => {
-                let shown: Vec<String> = conninfo_pairs(&self.raw)
-                    .into_iter()
-                    .filter(|(k, _)| !k.is_empty())
-                    .map(|(k, v)| {
-                        if k == "password" {
-                            format!("{k}=***")
-                        } else {
-                            format!("{k}={v}")
-                        }
-                    })
-                    .collect();
-                f.write_str(&self.scrub(&shown.join(" ")))
-            }
-        }
+        let Ok(options) = conninfo_parse(&self.raw) else {
+            return f.write_str("<connection string libpq cannot parse>");
+        };
+        let shown: Vec<String> = options
+            .iter()
+            .map(|o| format!("{}={}", o.keyword, if o.secret { "***" } else { o.value.as_str() }))
+            .collect();
+        f.write_str(&self.scrub(&shown.join(" ")))
     }
 }
 
@@ -141,52 +107,83 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("p={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+fn is_url(raw: &str) -> bool {
+    raw.starts_with("postgres://") || raw.starts_with("postgresql://")
 }
 
-/// The `key = value` pairs of a libpq keyword/value string: values may be single-quoted,
-/// with `\'` and `\\` escapes (libpq's rules).
-fn conninfo_pairs(conninfo: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut chars = conninfo.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
-        if key.is_empty() {
-            break;
+/// What may be a password in a string libpq could not parse: the userinfo password of a
+/// URL, and the value after `password=`, so that even parse errors never show it.
+fn password_guesses(raw: &str) -> Vec<String> {
+    let mut guesses = Vec::new();
+    if let Some((_, rest)) = raw.split_once("://") {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((_, password)) = authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        {
+            guesses.push(password.to_string());
         }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next_if_eq(&'=').is_none() {
-            pairs.push((key, String::new()));
-            pairs.push((String::new(), String::new())); // marks the string as malformed
-            break;
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '\'' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        pairs.push((key, value));
     }
-    pairs
+    for (_, after) in raw
+        .match_indices("password=")
+        .map(|(i, _)| raw.split_at(i + "password=".len()))
+    {
+        let value = after
+            .trim_start_matches('\'')
+            .split(['\'', ' ', '&'])
+            .next()
+            .unwrap_or("");
+        guesses.push(value.to_string());
+    }
+    guesses.retain(|g| g.len() >= 2);
+    guesses
+}
+
+/// Parses a connection string with libpq's `PQconninfoParse`: the options it sets.
+fn conninfo_parse(raw: &str) -> Result<Vec<ConnOption>, String> {
+    use std::ffi::{CStr, CString};
+    let text = |p: *const std::os::raw::c_char| -> String {
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: libpq returns NUL-terminated strings that live until PQconninfoFree.
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
+    };
+    let c = CString::new(raw).map_err(|_| "the connection string contains a NUL byte".to_string())?;
+    let mut error: *mut std::os::raw::c_char = std::ptr::null_mut();
+    // SAFETY: `c` is a valid C string; on success libpq returns an array terminated by an
+    // entry with a NULL keyword, freed below with PQconninfoFree; on failure it may set
+    // `error`, which is freed with PQfreemem.
+    unsafe {
+        let options = pq_sys::PQconninfoParse(c.as_ptr(), &mut error);
+        if options.is_null() {
+            let message = if error.is_null() {
+                "libpq could not parse it".to_string()
+            } else {
+                text(error)
+            };
+            if !error.is_null() {
+                pq_sys::PQfreemem(error.cast());
+            }
+            return Err(message);
+        }
+        let mut parsed = Vec::new();
+        let mut option = options;
+        while !(*option).keyword.is_null() {
+            if !(*option).val.is_null() {
+                let dispchar = text((*option).dispchar);
+                parsed.push(ConnOption {
+                    keyword: text((*option).keyword),
+                    value: text((*option).val),
+                    secret: dispchar.starts_with('*'),
+                });
+            }
+            option = option.add(1);
+        }
+        pq_sys::PQconninfoFree(options);
+        Ok(parsed)
+    }
 }
 
 /// A pooled connection plus whether its last unit of work left it clean.
@@ -284,52 +281,58 @@ impl r2d2::HandleError<diesel::r2d2::Error> for QuietErrors {
 mod tests {
     use super::*;
 
+    fn url(raw: &str) -> DatabaseUrl {
+        DatabaseUrl::new(raw, Duration::from_secs(7))
+    }
+
     #[test]
     fn password_never_shown() {
-        let url = DatabaseUrl::new("postgres://app:s%40cret@db:5432/main", Duration::from_secs(7));
-        assert_eq!(url.to_string(), "postgres://app:***@db:5432/main?connect_timeout=7");
-        assert!(!format!("{url:?}").contains("cret"));
-        assert!(url.expose().contains("s%40cret"));
-        assert_eq!(
-            url.scrub("bad password s@cret and s%40cret"),
-            "bad password *** and ***"
-        );
+        let u = url("postgres://app:s%40cret@db:5432/main");
+        let shown = u.to_string();
+        assert!(!shown.contains("cret"), "{shown}");
+        assert!(shown.contains("password=***") && shown.contains("host=db") && shown.contains("connect_timeout=7"));
+        assert!(!format!("{u:?}").contains("cret"));
+        assert!(u.expose().contains("s%40cret"));
+        assert_eq!(u.scrub("bad password s@cret and s%40cret"), "bad password *** and ***");
     }
 
     #[test]
-    fn password_as_a_query_parameter_is_hidden() {
-        let url = DatabaseUrl::new(
+    fn every_form_libpq_takes_is_accepted_and_hidden() {
+        let forms = [
             "postgresql://app@db/main?password=hunter2&sslmode=disable",
-            Duration::from_secs(3),
+            "host=db port=1 password='open \\'hunter2' dbname=x",
+            "postgresql://app:hunter2@h1:5432,h2:5433/appdb",
+            "postgresql://app:hunter2@/db?host=/tmp",
+        ];
+        for raw in forms {
+            assert!(DatabaseUrl::validate(raw).is_ok(), "{raw}");
+            let shown = url(raw).to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert_eq!(
+            url("postgresql://app:pw@/db?host=/tmp").expose(),
+            "postgresql://app:pw@/db?host=/tmp&connect_timeout=7"
         );
-        let shown = url.to_string();
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("sslmode=disable"));
-        assert_eq!(url.scrub("error near hunter2"), "error near ***");
-    }
-
-    #[test]
-    fn quoted_keyword_password_is_hidden() {
-        let url = DatabaseUrl::new(
-            "host=db port=1 password='open \\'sesame' dbname=x",
-            Duration::from_secs(3),
+        assert_eq!(url("host=db dbname=x").expose(), "host=db dbname=x connect_timeout=7");
+        assert_eq!(
+            url("postgres://h/db?connect_timeout=2").expose(),
+            "postgres://h/db?connect_timeout=2"
         );
-        let shown = url.to_string();
-        assert!(!shown.contains("open") && !shown.contains("sesame"), "{shown}");
-        assert!(shown.contains("host=db") && shown.contains("connect_timeout=3"));
-        assert_eq!(url.scrub("x open 'sesame y"), "x *** y");
     }
 
     #[test]
-    fn keyword_form() {
-        let url = DatabaseUrl::new("host=db password=hunter2 dbname=x", Duration::from_secs(3));
-        assert_eq!(url.expose(), "host=db password=hunter2 dbname=x connect_timeout=3");
-        assert!(!url.to_string().contains("hunter2"));
-    }
-
-    #[test]
-    fn existing_timeout_kept() {
-        let url = DatabaseUrl::new("postgres://h/db?connect_timeout=2", Duration::from_secs(9));
-        assert_eq!(url.expose(), "postgres://h/db?connect_timeout=2");
+    fn invalid_strings_are_refused_without_their_password() {
+        for raw in [
+            "not a url",
+            "host=h pasword=Sup3rSecret",
+            "postgres://u:Sup3rSecret@[bad/x",
+        ] {
+            let error = DatabaseUrl::validate(raw).unwrap_err();
+            assert!(!error.contains("Sup3rSecret"), "{error}");
+        }
+        assert_eq!(
+            url("host=h pasword=Sup3rSecret").to_string(),
+            "<connection string libpq cannot parse>"
+        );
     }
 }

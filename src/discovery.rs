@@ -143,11 +143,11 @@ pub fn parse_list(text: &str) -> Vec<String> {
 /// Runs the tenants query in a read-only transaction; its first column must be text.
 fn run_query(conn: &mut PgConnection, sql: &str) -> Result<Vec<String>, DiscoveryError> {
     let failed = |e: diesel::result::Error| DiscoveryError::Query(crate::harness::describe(&e, None));
+    let query = single_statement(sql)?;
     conn.batch_execute("BEGIN READ ONLY").map_err(failed)?;
     let wrapped = format!(
         "SELECT q.name::text AS name, pg_typeof(q.name)::text AS type, \
-         (SELECT count(*) FROM json_each(row_to_json(q)))::int AS columns FROM ({}\n) AS q(name)",
-        sql.trim().trim_end_matches(';')
+         (SELECT count(*) FROM json_each(row_to_json(q)))::int AS columns FROM ({query}\n) AS q(name)"
     );
     let rows = diesel::sql_query(wrapped).load::<NameRow>(conn);
     let _ = conn.batch_execute("ROLLBACK");
@@ -165,6 +165,18 @@ fn run_query(conn: &mut PgConnection, sql: &str) -> Result<Vec<String>, Discover
         )));
     }
     Ok(rows.into_iter().filter_map(|r| r.name).collect())
+}
+
+/// The query's one statement, without its `;` and trailing comments.
+fn single_statement(sql: &str) -> Result<&str, DiscoveryError> {
+    let statements = crate::sql_lexer::split_statements(sql).map_err(|e| DiscoveryError::Query(e.to_string()))?;
+    match statements.as_slice() {
+        [one] => Ok(one.text),
+        other => Err(DiscoveryError::Query(format!(
+            "it holds {} statements, not one SELECT",
+            other.len()
+        ))),
+    }
 }
 
 const TEXT_TYPES: [&str; 4] = ["text", "character varying", "name", "character"];

@@ -40,6 +40,9 @@ pub const HISTORY_DDL: &str = "(
 /// Marks the error raised when a migration ended its own transaction.
 const SPLIT: &str = "migrate-tenants: transaction split";
 
+/// Source of unique per-step commit markers (see `step_in_transaction`).
+static STEP_MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The history table's name (unqualified, as diesel names it).
 pub const HISTORY_TABLE: &str = "__diesel_schema_migrations";
 
@@ -119,6 +122,8 @@ pub struct TenantHarness<'a> {
     search_path: String,
     /// `lock_timeout` for migration statements, e.g. `5000ms`.
     lock_timeout: Option<String>,
+    /// The current step's commit marker (unique in this process).
+    step_marker: u64,
     released: bool,
 }
 
@@ -149,6 +154,7 @@ impl<'a> TenantHarness<'a> {
             schema: schema.clone(),
             search_path: quote_literal(&path.join(", ")),
             lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
+            step_marker: 0,
             released: false,
         })
     }
@@ -284,7 +290,9 @@ impl<'a> TenantHarness<'a> {
     /// migration ended the transaction.
     fn enter(&self, local: bool) -> String {
         let mut sql = format!("SELECT set_config('search_path', {}, {local});\n", self.search_path);
-        if let Some(timeout) = &self.lock_timeout {
+        // Not outside a transaction: CREATE INDEX CONCURRENTLY's wait for older
+        // transactions counts as a lock wait, and timing it out leaves an INVALID index.
+        if let Some(timeout) = self.lock_timeout.as_ref().filter(|_| local) {
             sql.push_str(&format!(
                 "SELECT set_config('lock_timeout', {}, {local});\n",
                 quote_literal(timeout)
@@ -323,18 +331,41 @@ impl<'a> TenantHarness<'a> {
     /// One round trip: search_path, checks, body and bookkeeping in one transaction.
     fn step_in_transaction(&mut self, body: &str, bookkeeping: &str, in_tx: bool) -> std::result::Result<(), String> {
         let (begin, commit) = if in_tx { ("", "") } else { ("BEGIN;\n", "COMMIT;") };
-        let prefix = format!("{begin}{}", self.enter(true));
+        self.step_marker = STEP_MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A session-level marker set inside the transaction: it survives only if the
+        // transaction (or a part of it, split off by a COMMIT in the body) was committed.
+        let marker = format!(
+            "SELECT set_config('migrate_tenants.step', '{}', false);\n",
+            self.step_marker
+        );
+        let prefix = format!("{begin}{marker}{}", self.enter(true));
         let batch = format!("{prefix}{body}\n;\n{}{bookkeeping};\n{commit}", self.check_after(true));
         match self.conn().batch_execute(&batch) {
             Ok(()) => Ok(()),
             Err(e) => {
-                let message = describe(&e, Some((prefix.chars().count(), body)));
+                let mut message = describe(&e, Some((prefix.chars().count(), body)));
                 if !in_tx {
                     let _ = self.conn().batch_execute("ROLLBACK");
+                    if self.marker_committed() {
+                        message = format!("{SPLIT}: the migration ended its transaction before failing: {message}");
+                    }
                 }
                 Err(message)
             }
         }
+    }
+
+    /// Whether the marker of the current step survived its ROLLBACK, i.e. part of the step
+    /// was committed.
+    fn marker_committed(&mut self) -> bool {
+        let sql = format!(
+            "SELECT current_setting('migrate_tenants.step', true) = '{}' AS flag",
+            self.step_marker
+        );
+        diesel::sql_query(sql)
+            .get_result::<Flag>(self.conn())
+            .map(|f| f.flag)
+            .unwrap_or(false)
     }
 
     /// A single statement that cannot run in a transaction block: sent alone.
@@ -368,7 +399,8 @@ impl<'a> TenantHarness<'a> {
              DO $mt$BEGIN IF NOT pg_advisory_unlock({key}) THEN RAISE EXCEPTION \
              'migrate-tenants: the advisory lock of % was lost during the run (did a migration call \
              pg_advisory_unlock_all() or DISCARD ALL?); another runner may have migrated it at the same time', {schema}; \
-             END IF; END$mt$;",
+             END IF; END$mt$;\n\
+             SELECT pg_advisory_unlock_all();",
             key = self.schema.lock_key(),
             schema = self.schema.literal(),
         );
@@ -381,11 +413,15 @@ impl<'a> TenantHarness<'a> {
 }
 
 /// Undoes whatever session state a migration may have left behind (`SET` of any setting,
-/// `SET ROLE`, `SET SESSION AUTHORIZATION`, temporary tables, `LISTEN`), so the next tenant
-/// on this pooled connection starts clean. `RESET ALL` keeps settings given at connection
-/// time (URL `options`). Never `DISCARD ALL`: it would drop diesel's prepared statements and
-/// the advisory lock.
-const SESSION_RESET: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; UNLISTEN *;";
+/// `SET ROLE`, `SET SESSION AUTHORIZATION`, temporary tables, `LISTEN`, cursors, `PREPARE`d
+/// statements), so the next tenant on this pooled connection starts clean. `RESET ALL`
+/// keeps settings given at connection time (URL `options`) but also undoes the two diesel
+/// sets when it connects, so they are set again. Never `DISCARD ALL`: it would drop
+/// diesel's own prepared statements (protocol-level, `from_sql = false`) and the lock.
+const SESSION_RESET: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; \
+    SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; DISCARD TEMP; UNLISTEN *; CLOSE ALL;\n\
+    DO $mt$DECLARE s text; BEGIN FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
+    EXECUTE format('DEALLOCATE %I', s); END LOOP; END$mt$;";
 
 impl Drop for TenantHarness<'_> {
     fn drop(&mut self) {

@@ -17,15 +17,21 @@ use crate::plan::{self, Step};
 use crate::report::{FleetReport, Outcome, RunKind, TenantReport};
 use crate::runner::{self, load_set, Observer, RunError};
 use crate::shared::Shared;
-use crate::tenant::SchemaName;
+use crate::tenant::{NameError, SchemaName};
 use crate::tenant_run::{checkout, Tenant, TenantRun};
 use std::time::Instant;
 
 /// Validates listed names strictly: a lifecycle command never skips a bad name.
-fn names(list: &[String]) -> Result<Vec<SchemaName>, RunError> {
+/// The shared schema is refused too: creating or dropping it as a tenant would mix its
+/// history with the tenants' or delete the tenant registry.
+fn names(list: &[String], shared: &SchemaName) -> Result<Vec<SchemaName>, RunError> {
     let mut schemas = Vec::new();
     for name in list {
-        schemas.push(SchemaName::tenant(name).map_err(|e| RunError::Refused(e.to_string()))?);
+        let schema = SchemaName::tenant(name).map_err(|e| RunError::Refused(e.to_string()))?;
+        if schema == *shared {
+            return Err(RunError::Refused(NameError::Shared(name.clone()).to_string()));
+        }
+        schemas.push(schema);
     }
     schemas.sort();
     schemas.dedup();
@@ -40,7 +46,7 @@ pub fn create(
     observer: &mut dyn Observer,
 ) -> Result<FleetReport, RunError> {
     let clock = Instant::now();
-    let schemas = names(list)?;
+    let schemas = names(list, &config.shared.schema)?;
     let set = load_set(&config.migrations)?;
     let up = Command::Up { to: None };
     let shared = Shared::load(config, &up)?;
@@ -69,7 +75,7 @@ pub fn drop(
     observer: &mut dyn Observer,
 ) -> Result<FleetReport, RunError> {
     let clock = Instant::now();
-    let schemas = names(list)?;
+    let schemas = names(list, &config.shared.schema)?;
     let db = runner::connect(config)?;
     let skipped = |s: &SchemaName| skipped(s, runner::FAIL_FAST_SKIP);
     let drop_one = |s: &SchemaName| with_session(&db.pool, config, s, |session| drop_tenant(session, s, force));

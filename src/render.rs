@@ -45,7 +45,7 @@ impl Observer for Printer {
                 eprintln!("skipped invalid tenant name: {e}");
             }
             if tenants.is_empty() {
-                eprintln!("warning: no tenants found (a --schema-pattern only matches existing schemas)");
+                eprintln!("warning: no tenants found");
             }
             if !self.quiet {
                 println!("{} tenant(s)", tenants.len());

@@ -54,6 +54,8 @@ struct Lexer<'a> {
     depth: usize,
     /// The statement is `CREATE [OR REPLACE] FUNCTION|PROCEDURE` (may hold `BEGIN ATOMIC`).
     routine: bool,
+    /// The previous token was `.` or `AS`: the next word is a name (`p.end`, `AS case`).
+    name_next: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -68,16 +70,27 @@ impl<'a> Lexer<'a> {
             tokens: 0,
             depth: 0,
             routine: false,
+            name_next: false,
         }
     }
 
     fn run(mut self) -> Result<Vec<Statement<'a>>, LexError> {
         while self.pos < self.bytes.len() {
             let b = self.bytes[self.pos];
+            let name_next = std::mem::take(&mut self.name_next);
             match b {
-                b if b.is_ascii_whitespace() => self.pos += 1,
-                b'-' if self.peek(1) == Some(b'-') => self.line_comment(),
-                b'/' if self.peek(1) == Some(b'*') => self.block_comment()?,
+                b if b.is_ascii_whitespace() => {
+                    self.pos += 1;
+                    self.name_next = name_next;
+                }
+                b'-' if self.peek(1) == Some(b'-') => {
+                    self.line_comment();
+                    self.name_next = name_next;
+                }
+                b'/' if self.peek(1) == Some(b'*') => {
+                    self.block_comment()?;
+                    self.name_next = name_next;
+                }
                 b';' if self.depth == 0 => {
                     self.finish(self.pos);
                     self.pos += 1;
@@ -95,11 +108,12 @@ impl<'a> Lexer<'a> {
                     self.word(ident);
                 }
                 b'$' if self.dollar_tag().is_some() => self.dollar_body()?,
-                b if is_ident_start(b) => self.identifier()?,
+                b if is_ident_start(b) => self.identifier(name_next)?,
                 _ => {
                     self.token_start();
                     self.tokens += 1;
                     self.pos += 1;
+                    self.name_next = b == b'.';
                 }
             }
         }
@@ -216,7 +230,8 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn identifier(&mut self) -> Result<(), LexError> {
+    /// A word; `name_next`: it follows `.` or `AS`, so it is a name, never a keyword.
+    fn identifier(&mut self, name_next: bool) -> Result<(), LexError> {
         self.token_start();
         let begin = self.pos;
         while self.pos < self.bytes.len() && is_ident_part(self.bytes[self.pos]) {
@@ -227,15 +242,17 @@ impl<'a> Lexer<'a> {
             self.tokens += 1;
             return self.quoted(b'\'', true, "string literal");
         }
+        let routine_head = (self.tokens == 1 && self.words == ["create"])
+            || (self.tokens == 3 && self.words == ["create", "or", "replace"]);
         match word.as_str() {
-            "function" | "procedure" if self.tokens <= 3 && self.words.first().is_some_and(|w| w == "create") => {
-                self.routine = true
-            }
+            _ if name_next => {}
+            "function" | "procedure" if routine_head => self.routine = true,
             "begin" if self.routine && self.next_word_is("atomic") => self.depth += 1,
             "case" if self.depth > 0 => self.depth += 1,
             "end" if self.depth > 0 => self.depth -= 1,
             _ => {}
         }
+        self.name_next = word == "as";
         self.word(word);
         Ok(())
     }
@@ -314,6 +331,19 @@ mod tests {
         assert_eq!(w.len(), 4, "{w:?}");
         assert_eq!(w[2], ["commit"]);
         let w = words("CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN -- body\n ATOMIC SELECT 1; END; SELECT 2;");
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[test]
+    fn case_and_end_used_as_names_inside_begin_atomic() {
+        let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END;\nCOMMIT;\n\
+                   CREATE FUNCTION g() RETURNS date LANGUAGE sql BEGIN ATOMIC SELECT max(p.end) AS end FROM p; END;\nSELECT 1;";
+        let w = words(sql);
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert_eq!(w[1], ["commit"]);
+        assert_eq!(w[3], ["select"]);
+        // `function` as a table name is not a routine.
+        let w = words("CREATE TABLE function (begin atomic); COMMIT;");
         assert_eq!(w.len(), 2, "{w:?}");
     }
 

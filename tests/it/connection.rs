@@ -164,7 +164,25 @@ fn a_malformed_database_url_is_a_usage_error_that_hides_its_value() {
     for url in ["not a url with secret-pw9", "postgres://u:secret-pw9@[bad/x"] {
         let out = mt_bare(&["--database-url", url, "--tenants", "acme", "status"]);
         assert_code(&out, 2);
-        assert_contains(&out.stderr, &["the database URL is"]);
+        assert_contains(&out.stderr, &["the database URL cannot be used"]);
         assert_no_secret(&out, &["secret-pw9"]);
+    }
+}
+
+#[test]
+fn socket_style_and_keyword_urls_are_accepted() {
+    let db = TestDb::new();
+    db.exec("CREATE SCHEMA acme;");
+    // postgres://user@host:port/name -> postgresql://user@/name?host=...&port=...
+    let rest = db.url.split_once('@').unwrap().1;
+    let (hostport, name) = rest.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let name = name.split('?').next().unwrap();
+    for url in [
+        format!("postgresql://postgres@/{name}?host={host}&port={port}"),
+        format!("host={host} port={port} dbname={name} user=postgres"),
+    ] {
+        let out = mt_bare(&["--database-url", &url, "--tenants", "acme", "status"]);
+        assert_code(&out, 0);
     }
 }

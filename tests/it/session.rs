@@ -104,3 +104,50 @@ fn lock_timeout_stops_a_migration_waiting_for_a_busy_table() {
     assert_contains(&out.stdout, &["2024-01-01-000002_alter", "lock timeout", "rolled back"]);
     assert_eq!(history(&db, "busy"), versions(&["20240101000001"]));
 }
+
+#[test]
+fn every_tenant_runs_with_the_same_time_zone_and_encoding() {
+    let db = TestDb::new();
+    db.exec(&format!(
+        "ALTER DATABASE \"{}\" SET timezone = 'America/New_York';",
+        db.name
+    ));
+    let dir = MigDir::new();
+    dir.add(
+        "2024-01-01-000001_settings",
+        "CREATE TABLE settings AS SELECT current_setting('TimeZone') AS tz, current_setting('client_encoding') AS enc;",
+        Some("DROP TABLE settings;"),
+    );
+    create_schemas(&db, &["z_a", "z_b", "z_c"]);
+    assert_code(
+        &mt_dir(&db, &dir, &["--tenants", "z_a,z_b,z_c", "--concurrency", "1", "up"]),
+        0,
+    );
+    for t in ["z_a", "z_b", "z_c"] {
+        assert_eq!(
+            db.query(&format!("SELECT tz || '|' || enc FROM {t}.settings")),
+            "UTC|UTF8",
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn prepared_statements_and_advisory_locks_of_a_migration_do_not_leak() {
+    let db = TestDb::new();
+    let dir = MigDir::new();
+    dir.add(
+        "2024-01-01-000001_prepare",
+        "CREATE TABLE nums (n int);\nPREPARE add_num(int) AS INSERT INTO nums VALUES ($1);\nEXECUTE add_num(1);\n\
+         SELECT pg_advisory_lock(4242);",
+        Some("DROP TABLE nums;"),
+    );
+    create_schemas(&db, &["p_a", "p_b", "p_c"]);
+    let out = mt_dir(&db, &dir, &["--tenants", "p_a,p_b,p_c", "--concurrency", "1", "up"]);
+    assert_code(&out, 0);
+    for t in ["p_a", "p_b", "p_c"] {
+        assert_eq!(db.query(&format!("SELECT count(*) FROM {t}.nums")), "1", "{t}");
+    }
+    // Nobody still holds the migration's own advisory lock.
+    assert_eq!(db.query("SELECT pg_try_advisory_lock(4242)"), "t");
+}

@@ -187,3 +187,41 @@ fn down_shared_refuses_an_irreversible_shared_migration_before_any_tenant() {
     assert_eq!(history(&db, "ta"), versions(&EMBEDDED));
     assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
 }
+
+#[test]
+fn lifecycle_commands_refuse_the_shared_schema() {
+    let db = TestDb::new();
+    let shared = MigDir::new();
+    shared.add(
+        "2024-01-01-000001_registry",
+        "CREATE TABLE registry (id int);",
+        Some("DROP TABLE registry;"),
+    );
+    let args = [
+        "--shared-schema",
+        "registry_home",
+        "--shared-migrations-dir",
+        shared.path_str(),
+    ];
+    assert_code(
+        &mt(
+            &db,
+            &[&args[..], &["--tenants", "t1", "--missing", "create", "up"]].concat(),
+        ),
+        0,
+    );
+    let drop = mt(
+        &db,
+        &[&args[..], &["tenant", "drop", "registry_home", "--yes", "--force"]].concat(),
+    );
+    assert_code(&drop, 2);
+    assert_contains(&drop.stderr, &["is the shared schema, never a tenant"]);
+    assert!(relation_exists(&db, "registry_home", "registry"));
+    assert_code(
+        &mt(
+            &db,
+            &[&args[..], &["tenant", "create", "registry_home", "--if-not-exists"]].concat(),
+        ),
+        2,
+    );
+}

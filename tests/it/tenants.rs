@@ -416,3 +416,15 @@ fn status_reports_a_missing_schema_as_skipped_under_missing_create() {
     let out = mt(&db, &["--tenants", "gone", "status"]);
     assert_code(&out, 1);
 }
+
+#[test]
+fn tenants_query_may_end_with_a_semicolon_and_a_comment() {
+    let db = TestDb::new();
+    create_schemas(&db, &["qc1"]);
+    let out = mt(&db, &["--tenants-query", "SELECT 'qc1'; -- the active ones", "up"]);
+    assert_code(&out, 0);
+    assert!(migrated(&db, "qc1"));
+    let two = mt(&db, &["--tenants-query", "SELECT 'qc1'; SELECT 'qc2'", "up"]);
+    assert_code(&two, 2);
+    assert_contains(&two.stderr, &["2 statements, not one SELECT"]);
+}

@@ -323,3 +323,34 @@ fn missing_down_sql_refuses_down_before_touching_any_tenant() {
     assert_code(&out, 0);
     assert!(history(&db, "initech").is_empty());
 }
+
+#[test]
+fn case_and_end_as_names_in_a_begin_atomic_body_do_not_hide_a_commit() {
+    let db = TestDb::new();
+    create_schemas(&db, &["acme"]);
+    let dir = MigDir::new();
+    dir.add(
+        "2024-01-01-000001_hidden_commit",
+        "CREATE TABLE half_done (id int);\n\
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS case; END;\n\
+         COMMIT;\nSELECT 1;",
+        None,
+    );
+    let before = snapshot(&db);
+    let out = mt_dir(&db, &dir, &["--tenants", "acme", "up"]);
+    assert_code(&out, 2);
+    assert_contains(
+        &out.stderr,
+        &["2024-01-01-000001_hidden_commit/up.sql line 3: `COMMIT`"],
+    );
+    assert_eq!(snapshot(&db), before);
+
+    let ok = MigDir::new();
+    ok.add(
+        "2024-01-01-000001_end_column",
+        "CREATE TABLE period (id int, \"end\" date);\n\
+         CREATE FUNCTION last_end() RETURNS date LANGUAGE sql BEGIN ATOMIC SELECT max(p.end) AS end FROM period p; END;",
+        Some("DROP FUNCTION last_end(); DROP TABLE period;"),
+    );
+    assert_code(&mt_dir(&db, &ok, &["--tenants", "acme", "up"]), 0);
+}
