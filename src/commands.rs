@@ -8,9 +8,7 @@ use migrate_tenants::config::{MigrationSource, TenantSource};
 use migrate_tenants::database::DatabaseUrl;
 use migrate_tenants::lifecycle;
 use migrate_tenants::migration_set::DownSql;
-use migrate_tenants::report::exit;
-use migrate_tenants::report::RunKind;
-
+use migrate_tenants::report::{exit, RunKind};
 use migrate_tenants::runner::{self, RunError};
 use migrate_tenants::Command;
 use std::io::Write;
@@ -21,8 +19,10 @@ pub fn init_logging(global: &Global) {
     let url: Option<DatabaseUrl> = global.database_url().ok();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"))
         .format(move |buf, record| {
-            let message = record.args().to_string();
-            let message = url.as_ref().map_or(message.clone(), |u| u.scrub(&message));
+            let message = match &url {
+                Some(url) => url.scrub(&record.args().to_string()),
+                None => record.args().to_string(),
+            };
             writeln!(buf, "[{} {}] {message}", record.level(), record.target())
         })
         .init();
