@@ -54,16 +54,21 @@ impl DatabaseUrl {
         let options = conninfo_parse(raw).unwrap_or_default();
         let mut secrets: Vec<String> = options.iter().filter(|o| o.secret).map(|o| o.value.clone()).collect();
         secrets.extend(password_guesses(raw));
-        let mut raw = raw.to_string();
-        if !options.iter().any(|o| o.keyword == "connect_timeout") {
+        let has_timeout = options.iter().any(|o| o.keyword == "connect_timeout");
+        let raw = if options.is_empty() || has_timeout {
+            raw.to_string() // as given (one libpq cannot parse fails at connect, scrubbed)
+        } else {
+            // Rebuilt in key=value form from what libpq parsed: appending to a URL is
+            // not safe (a `?` may belong to the password).
             let secs = connect_timeout.as_secs().max(1);
-            let separator = match (is_url(&raw), raw.contains('?')) {
-                (true, true) => "&",
-                (true, false) => "?",
-                (false, _) => " ",
-            };
-            raw.push_str(&format!("{separator}connect_timeout={secs}"));
-        }
+            let pairs = options
+                .iter()
+                .map(|o| format!("{}={}", o.keyword, conninfo_quote(&o.value)));
+            pairs
+                .chain(std::iter::once(format!("connect_timeout={secs}")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         DatabaseUrl { raw, secrets }
     }
 
@@ -107,35 +112,54 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// A value quoted for a libpq key=value string.
+fn conninfo_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 fn is_url(raw: &str) -> bool {
     raw.starts_with("postgres://") || raw.starts_with("postgresql://")
 }
 
-/// What may be a password in a string libpq could not parse: the userinfo password of a
-/// URL, and the value after `password=`, so that even parse errors never show it.
+/// What may be a password in a string libpq could not parse, so that even its parse
+/// errors never show it: a URL's userinfo password (libpq's userinfo runs to the first `@`
+/// before any `/`; the last `@` is guessed too), and every `password=` value (a URL query
+/// value runs to `&`; a keyword value is quoted or runs to whitespace).
 fn password_guesses(raw: &str) -> Vec<String> {
     let mut guesses = Vec::new();
     if let Some((_, rest)) = raw.split_once("://") {
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if let Some((_, password)) = authority
-            .rsplit_once('@')
-            .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        {
-            guesses.push(password.to_string());
+        let authority = rest.split('/').next().unwrap_or("");
+        let userinfos = [
+            authority.split_once('@').map(|(u, _)| u),
+            authority.rsplit_once('@').map(|(u, _)| u),
+        ];
+        for userinfo in userinfos.into_iter().flatten() {
+            if let Some((_, password)) = userinfo.split_once(':') {
+                guesses.push(password.to_string());
+            }
         }
     }
-    for (_, after) in raw
-        .match_indices("password=")
-        .map(|(i, _)| raw.split_at(i + "password=".len()))
-    {
-        let value = after
-            .trim_start_matches('\'')
-            .split(['\'', ' ', '&'])
-            .next()
-            .unwrap_or("");
-        guesses.push(value.to_string());
+    for (i, _) in raw.match_indices("password=") {
+        let after = &raw[i + "password=".len()..];
+        let value = if is_url(raw) {
+            after.split('&').next().unwrap_or("").to_string()
+        } else if let Some(quoted) = after.strip_prefix('\'') {
+            let mut value = String::new();
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+            value
+        } else {
+            after.split_whitespace().next().unwrap_or("").to_string()
+        };
+        guesses.push(value);
     }
-    guesses.retain(|g| g.len() >= 2);
+    guesses.retain(|g| !g.is_empty());
     guesses
 }
 
@@ -292,7 +316,7 @@ mod tests {
         assert!(!shown.contains("cret"), "{shown}");
         assert!(shown.contains("password=***") && shown.contains("host=db") && shown.contains("connect_timeout=7"));
         assert!(!format!("{u:?}").contains("cret"));
-        assert!(u.expose().contains("s%40cret"));
+        assert!(u.expose().contains("password='s@cret'"), "{}", u.expose());
         assert_eq!(u.scrub("bad password s@cret and s%40cret"), "bad password *** and ***");
     }
 
@@ -310,10 +334,9 @@ mod tests {
             assert!(!shown.contains("hunter2"), "{shown}");
         }
         assert_eq!(
-            url("postgresql://app:pw@/db?host=/tmp").expose(),
-            "postgresql://app:pw@/db?host=/tmp&connect_timeout=7"
+            url("host=db dbname=x").expose(),
+            "dbname='x' host='db' connect_timeout=7"
         );
-        assert_eq!(url("host=db dbname=x").expose(), "host=db dbname=x connect_timeout=7");
         assert_eq!(
             url("postgres://h/db?connect_timeout=2").expose(),
             "postgres://h/db?connect_timeout=2"

@@ -371,7 +371,13 @@ impl<'a> TenantHarness<'a> {
     /// A single statement that cannot run in a transaction block: sent alone.
     fn step_outside_transaction(&mut self, body: &str, bookkeeping: &str) -> std::result::Result<(), String> {
         let enter = self.enter(false);
-        let finish = format!("{}{bookkeeping};", self.check_after(false));
+        // Sent as its own query, in autocommit both timestamps are equal; they differ when
+        // the body left a transaction open (which would swallow the history row).
+        let finish = format!(
+            "DO $mt$BEGIN IF transaction_timestamp() <> statement_timestamp() THEN RAISE EXCEPTION \
+             'migrate-tenants: the migration left a transaction open'; END IF; END$mt$;\n{}{bookkeeping};",
+            self.check_after(false)
+        );
         let result = self
             .conn()
             .batch_execute(&enter)
@@ -382,6 +388,9 @@ impl<'a> TenantHarness<'a> {
                     .map_err(|e| describe(&e, Some((0, body))) + &concurrently_hint(body))
             })
             .and_then(|()| self.conn().batch_execute(&finish).map_err(|e| describe(&e, None)));
+        if result.is_err() {
+            let _ = self.conn().batch_execute("ROLLBACK");
+        }
         let reset = self.conn().batch_execute("RESET search_path");
         result.and(reset.map_err(|e| describe(&e, None)))
     }

@@ -54,8 +54,11 @@ struct Lexer<'a> {
     depth: usize,
     /// The statement is `CREATE [OR REPLACE] FUNCTION|PROCEDURE` (may hold `BEGIN ATOMIC`).
     routine: bool,
-    /// The previous token was `.` or `AS`: the next word is a name (`p.end`, `AS case`).
+    /// The previous token was `.` (after a name) or `AS`: the next word is a name
+    /// (`p.end`, `AS case`), never a keyword.
     name_next: bool,
+    /// The previous token was a word, a quoted identifier or `)`: a `.` now selects a field.
+    after_name: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -71,6 +74,7 @@ impl<'a> Lexer<'a> {
             depth: 0,
             routine: false,
             name_next: false,
+            after_name: false,
         }
     }
 
@@ -99,6 +103,7 @@ impl<'a> Lexer<'a> {
                     self.token_start();
                     self.tokens += 1;
                     self.quoted(b'\'', false, "string literal")?;
+                    self.after_name = false;
                 }
                 b'"' => {
                     self.token_start();
@@ -106,14 +111,20 @@ impl<'a> Lexer<'a> {
                     self.quoted(b'"', false, "quoted identifier")?;
                     let ident = self.src[begin + 1..self.pos - 1].replace("\"\"", "\"");
                     self.word(ident);
+                    self.after_name = true;
                 }
-                b'$' if self.dollar_tag().is_some() => self.dollar_body()?,
+                b'$' if self.dollar_tag().is_some() => {
+                    self.dollar_body()?;
+                    self.after_name = false;
+                }
                 b if is_ident_start(b) => self.identifier(name_next)?,
                 _ => {
                     self.token_start();
                     self.tokens += 1;
                     self.pos += 1;
-                    self.name_next = b == b'.';
+                    // `x.end`, `"t".end`, `(r).end` name a field; the `.` of `1.` does not.
+                    self.name_next = b == b'.' && self.after_name;
+                    self.after_name = b == b')';
                 }
             }
         }
@@ -240,6 +251,7 @@ impl<'a> Lexer<'a> {
         let word = self.src[begin..self.pos].to_ascii_lowercase();
         if word == "e" && self.peek(0) == Some(b'\'') {
             self.tokens += 1;
+            self.after_name = false;
             return self.quoted(b'\'', true, "string literal");
         }
         let routine_head = (self.tokens == 1 && self.words == ["create"])
@@ -253,6 +265,7 @@ impl<'a> Lexer<'a> {
             _ => {}
         }
         self.name_next = word == "as";
+        self.after_name = true;
         self.word(word);
         Ok(())
     }
@@ -342,6 +355,12 @@ mod tests {
         assert_eq!(w.len(), 4, "{w:?}");
         assert_eq!(w[1], ["commit"]);
         assert_eq!(w[3], ["select"]);
+        // The `.` of a numeric literal does not make the next word a name.
+        let w = words("CREATE FUNCTION f(x int) RETURNS numeric LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1. ELSE 0. END; END;\nCOMMIT;\nSET search_path TO other;");
+        assert_eq!(w.len(), 3, "{w:?}");
+        let w =
+            words("CREATE FUNCTION g() RETURNS date LANGUAGE sql BEGIN ATOMIC SELECT (r).end FROM t r; END; COMMIT;");
+        assert_eq!(w.len(), 2, "{w:?}");
         // `function` as a table name is not a routine.
         let w = words("CREATE TABLE function (begin atomic); COMMIT;");
         assert_eq!(w.len(), 2, "{w:?}");

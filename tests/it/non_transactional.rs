@@ -105,3 +105,22 @@ fn concurrently_inside_a_transaction_fails_and_rolls_back() {
     assert!(!relation_exists(&db, "acme", "items"));
     assert!(history(&db, "acme").is_empty());
 }
+
+#[test]
+fn a_begin_hidden_behind_a_numeric_literal_is_refused() {
+    let db = TestDb::new();
+    create_schemas(&db, &["nc"]);
+    let dir = MigDir::new();
+    // The `.` of `0.` must not hide the END: the file holds two statements, one a BEGIN
+    // that would leave a transaction open and swallow the history row.
+    dir.add(
+        "2024-01-01-000001_f",
+        "CREATE FUNCTION f(x int) RETURNS numeric LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1. ELSE 0. END; END;\nBEGIN;",
+        Some("DROP FUNCTION f(int);"),
+    )
+    .file("2024-01-01-000001_f/metadata.toml", "run_in_transaction = false\n");
+    let out = mt_dir(&db, &dir, &["--tenants", "nc", "up"]);
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, &["2024-01-01-000001_f"]);
+    assert!(history(&db, "nc").is_empty());
+}
