@@ -75,6 +75,14 @@ pub enum HarnessError {
 }
 
 impl HarnessError {
+    /// The report outcome for a tenant whose work stopped at this error.
+    pub fn outcome(&self) -> crate::report::Outcome {
+        crate::report::Outcome::Failed {
+            migration: self.migration().map(str::to_string),
+            error: self.to_string(),
+        }
+    }
+
     /// The migration this error belongs to, if any.
     pub fn migration(&self) -> Option<&str> {
         match self {

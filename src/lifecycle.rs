@@ -94,16 +94,7 @@ where
 {
     let started = Instant::now();
     let result = checkout(pool, &config.database_url).and_then(|mut session| work(&mut session));
-    let report = result.unwrap_or_else(|e| {
-        let migration = e.migration().map(str::to_string);
-        TenantReport::new(
-            schema.clone(),
-            Outcome::Failed {
-                migration,
-                error: e.to_string(),
-            },
-        )
-    });
+    let report = result.unwrap_or_else(|e| TenantReport::new(schema.clone(), e.outcome()));
     report.took(started.elapsed())
 }
 

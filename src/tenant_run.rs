@@ -76,10 +76,7 @@ impl<'r> TenantRun<'r> {
     }
 
     pub(crate) fn fail(mut self, error: &HarnessError) -> Self {
-        self.report.outcome = Outcome::Failed {
-            migration: error.migration().map(str::to_string),
-            error: error.to_string(),
-        };
+        self.report.outcome = error.outcome();
         self
     }
 
