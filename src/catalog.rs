@@ -13,7 +13,7 @@ unknown versions), so memory stays small at tens of thousands of tenants.
 */
 
 use crate::harness::HISTORY_TABLE;
-use crate::migration_set::MigrationSet;
+use migrate_tenants_set::MigrationSet;
 use crate::tenant::SchemaName;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};

@@ -10,7 +10,7 @@ whenever a unit of work did not finish cleaning up after itself.
 */
 
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, ManageConnection};
+use diesel::r2d2::{ConnectionManager, PooledConnection};
 use std::fmt;
 use std::time::Duration;
 
@@ -47,6 +47,22 @@ impl DatabaseUrl {
         }
     }
 
+    /// Wraps a connection string as given (the timeout is added when the run connects).
+    pub(crate) fn as_given(raw: &str) -> DatabaseUrl {
+        let raw = raw.trim();
+        let mut secrets: Vec<String> = conninfo_parse(raw)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.secret)
+            .map(|o| o.value)
+            .collect();
+        secrets.extend(password_guesses(raw));
+        DatabaseUrl {
+            raw: raw.to_string(),
+            secrets,
+        }
+    }
+
     /// Wraps a connection string, adding `connect_timeout` (whole seconds, at least 1)
     /// unless it already has one.
     pub fn new(raw: &str, connect_timeout: Duration) -> DatabaseUrl {
@@ -75,6 +91,13 @@ impl DatabaseUrl {
     /// The full connection string, password included. Only for handing to libpq.
     pub fn expose(&self) -> &str {
         &self.raw
+    }
+
+    /// The host the string names (the first one, for a multi-host string), if any.
+    pub fn host(&self) -> Option<String> {
+        let options = conninfo_parse(&self.raw).ok()?;
+        let host = options.iter().find(|o| o.keyword == "host" || o.keyword == "hostaddr")?;
+        host.value.split(',').next().map(str::to_string).filter(|h| !h.is_empty())
     }
 
     /// `text` with every secret (as typed, or percent-encoded) replaced by `***`.
@@ -210,38 +233,23 @@ fn conninfo_parse(raw: &str) -> Result<Vec<ConnOption>, String> {
     }
 }
 
-/// A pooled connection plus whether its last unit of work left it clean.
-pub struct Session {
-    /// The diesel connection.
-    pub conn: PgConnection,
-    /// `false` while a unit of work is in progress or after it failed to clean up;
-    /// such a connection is closed instead of being handed to the next tenant.
-    pub clean: bool,
+/// The pool type the runner works with: diesel's r2d2 pool of `PgConnection`s, the same type
+/// an application already has.
+pub type Pool = r2d2::Pool<ConnectionManager<PgConnection>>;
+
+/// A connection checked out of a [`Pool`].
+pub(crate) type PooledConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// Makes sure the pool closes `conn` instead of handing it out again, after a unit of work
+/// could not undo its session state (lock, `search_path`, settings).
+///
+/// r2d2 asks diesel, when a connection comes back, whether it is broken; diesel says yes while
+/// a transaction it opened is still open. A connection too dead for this `BEGIN` fails r2d2's
+/// check-out test instead.
+pub(crate) fn mark_broken(conn: &mut PgConnection) {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let _ = AnsiTransactionManager::begin_transaction(conn);
 }
-
-/// r2d2 manager for [`Session`]s: diesel's manager plus the `clean` flag.
-#[derive(Debug)]
-pub struct SessionManager(ConnectionManager<PgConnection>);
-
-impl ManageConnection for SessionManager {
-    type Connection = Session;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<Session, Self::Error> {
-        self.0.connect().map(|conn| Session { conn, clean: true })
-    }
-
-    fn is_valid(&self, session: &mut Session) -> Result<(), Self::Error> {
-        self.0.is_valid(&mut session.conn)
-    }
-
-    fn has_broken(&self, session: &mut Session) -> bool {
-        !session.clean || self.0.has_broken(&mut session.conn)
-    }
-}
-
-/// The pool type the runner uses.
-pub type Pool = r2d2::Pool<SessionManager>;
 
 /// The database could not be reached (exit code 3).
 #[derive(Debug, thiserror::Error)]
@@ -253,41 +261,181 @@ pub struct Unreachable {
     pub message: String,
 }
 
+/// Where a run connects: a URL (the runner builds its own pool) or an application's pool.
+#[derive(Clone, Debug)]
+pub(crate) enum Connector {
+    /// A connection string.
+    Url(DatabaseUrl),
+    /// An existing pool (its size bounds the runner's concurrency).
+    Pool(Pool),
+}
+
+/// The control connection: the runner's own, or one taken from the application's pool.
+pub(crate) enum Control {
+    Direct(PgConnection),
+    Pooled(Box<PooledConn>),
+}
+
+impl std::ops::Deref for Control {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Control::Direct(c) => c,
+            Control::Pooled(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Control {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Control::Direct(c) => c,
+            Control::Pooled(c) => c,
+        }
+    }
+}
+
+/// The server a run works on, as the server itself reports it (never a password).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Target {
+    /// Host name or address as given in the URL, else the server's address, else
+    /// `local socket`.
+    pub host: String,
+    /// The server's port.
+    pub port: Option<u16>,
+    /// The database.
+    pub database: String,
+    /// The role the runner is connected as.
+    pub user: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.user, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write!(f, "/{}", self.database)
+    }
+}
+
+#[derive(QueryableByName)]
+struct TargetRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    database: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    host: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    port: Option<i32>,
+}
+
 /// A reachable database: one control connection and a pool for the workers.
-pub struct Database {
+pub(crate) struct Database {
     /// For discovery, the catalog pass and shared migrations.
-    pub control: Session,
-    /// One connection per worker, created on demand.
-    pub pool: Pool,
-    /// The URL the pool connects with.
-    pub url: DatabaseUrl,
+    pub(crate) control: Control,
+    /// The workers' connections.
+    pub(crate) workers: Workers,
+    /// What the run works on.
+    pub(crate) target: Target,
+}
+
+/// The workers' side of a database: the pool and how many workers it can feed (shared by
+/// the worker threads).
+pub(crate) struct Workers {
+    pool: Pool,
+    /// How many workers the pool can feed.
+    pub(crate) count: usize,
+    /// Hides the password in messages (URL mode).
+    url: Option<DatabaseUrl>,
+}
+
+impl Workers {
+    /// `text` without the password (URL mode).
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        match &self.url {
+            Some(url) => url.scrub(text),
+            None => text.to_string(),
+        }
+    }
+
+    /// A pooled connection for one tenant (its error says why there is none, password hidden).
+    pub(crate) fn checkout(&self) -> Result<PooledConn, crate::harness::HarnessError> {
+        self.pool
+            .get()
+            .map_err(|e| crate::harness::HarnessError::Connection(self.scrub(&e.to_string())))
+    }
 }
 
 impl Database {
-    /// Connects once (failing within the URL's `connect_timeout`) and prepares a pool of
-    /// `size` connections, opened lazily.
-    pub fn connect(url: &DatabaseUrl, size: usize, connect_timeout: Duration) -> Result<Database, Unreachable> {
-        let unreachable = |e: &dyn fmt::Display| Unreachable {
-            url: url.to_string(),
-            message: url.scrub(e.to_string().trim()),
+    /// Connects: with a URL, once directly (failing within its `connect_timeout`, with
+    /// libpq's own message) and then a lazy pool of `workers` connections; with a pool, by
+    /// taking the control connection from it.
+    pub(crate) fn connect(connector: &Connector, workers: usize, connect_timeout: Duration) -> Result<Database, crate::Error> {
+        let workers = workers.max(1);
+        let (mut control, pool, workers, url) = match connector {
+            Connector::Url(url) => {
+                let unreachable = |e: &dyn fmt::Display| Unreachable {
+                    url: url.to_string(),
+                    message: url.scrub(e.to_string().trim()),
+                };
+                let control = PgConnection::establish(url.expose()).map_err(|e| unreachable(&e))?;
+                let pool = r2d2::Pool::builder()
+                    .max_size(workers as u32)
+                    .min_idle(Some(0))
+                    .connection_timeout(connect_timeout + Duration::from_secs(5))
+                    .error_handler(Box::new(QuietErrors(url.clone())))
+                    .build(ConnectionManager::new(url.expose()))
+                    .map_err(|e| unreachable(&e))?;
+                (Control::Direct(control), pool, workers, Some(url.clone()))
+            }
+            Connector::Pool(pool) => {
+                let size = pool.max_size() as usize;
+                if size < 2 {
+                    return Err(crate::Error::Config(format!(
+                        "the connection pool has max_size {size}; the runner needs one connection to coordinate \
+                         and at least one for a worker (max_size 2 or more)"
+                    )));
+                }
+                let control = pool.get().map_err(|e| Unreachable {
+                    url: "the application's connection pool".into(),
+                    message: e.to_string(),
+                })?;
+                (Control::Pooled(Box::new(control)), pool.clone(), workers.min(size - 1), None)
+            }
         };
-        let control = PgConnection::establish(url.expose()).map_err(|e| unreachable(&e))?;
-        let pool = r2d2::Pool::builder()
-            .max_size(size.max(1) as u32)
-            .min_idle(Some(0))
-            .connection_timeout(connect_timeout + Duration::from_secs(5))
-            .error_handler(Box::new(QuietErrors(url.clone())))
-            .build(SessionManager(ConnectionManager::new(url.expose())))
-            .map_err(|e| unreachable(&e))?;
+        let target = read_target(&mut control, url.as_ref())?;
         Ok(Database {
-            control: Session {
-                conn: control,
-                clean: true,
+            control,
+            workers: Workers {
+                pool,
+                count: workers,
+                url,
             },
-            pool,
-            url: url.clone(),
+            target,
         })
     }
+}
+
+/// What the control connection is connected to; the host as the URL gives it when it does.
+fn read_target(conn: &mut PgConnection, url: Option<&DatabaseUrl>) -> Result<Target, crate::Error> {
+    let row = diesel::sql_query(
+        "SELECT current_database()::text AS database, current_user::text AS user, \
+         host(inet_server_addr()) AS host, inet_server_port() AS port",
+    )
+    .get_result::<TargetRow>(conn)
+    .map_err(|e| crate::Error::Database {
+        context: "reading the server's identity".into(),
+        message: e.to_string(),
+    })?;
+    let given = url.and_then(DatabaseUrl::host);
+    Ok(Target {
+        host: given.or(row.host).unwrap_or_else(|| "local socket".into()),
+        port: row.port.and_then(|p| u16::try_from(p).ok()),
+        database: row.database,
+        user: row.user,
+    })
 }
 
 /// Logs pool errors at debug level, password scrubbed (the first error already reached

@@ -25,6 +25,7 @@ pub struct Discovered {
 
 /// Discovery failed: the source could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// The tenants file could not be read.
     #[error("cannot read the tenants file {path}: {source}")]
@@ -37,11 +38,11 @@ pub enum DiscoveryError {
     /// The tenants query failed.
     #[error("the tenants query failed: {0} (it must be one SELECT returning one text column of schema names; it runs as a subquery: SELECT ... FROM (<query>) q)")]
     Query(String),
-    /// An invalid name in a strict selection (`--strict`, or a hand-typed `--tenants` list).
-    #[error("invalid tenant name(s); nothing was changed (use --tenants-file or a query without --strict to skip them):{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    /// An invalid name in a strict selection (strict mode, or a list of names).
+    #[error("invalid tenant name(s); nothing was changed:{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
     Invalid(Vec<NameError>),
-    /// `--tenant` named tenants the source did not return.
-    #[error("--tenant {} not among the discovered tenants; nothing was changed", .0.join(", "))]
+    /// Selected tenants the source did not return.
+    #[error("selected tenant(s) {} not among the discovered tenants; nothing was changed", .0.join(", "))]
     NotFound(Vec<String>),
 }
 
@@ -169,7 +170,7 @@ fn run_query(conn: &mut PgConnection, sql: &str) -> Result<Vec<String>, Discover
 
 /// The query's one statement, without its `;` and trailing comments.
 fn single_statement(sql: &str) -> Result<&str, DiscoveryError> {
-    let statements = crate::sql_lexer::split_statements(sql).map_err(|e| DiscoveryError::Query(e.to_string()))?;
+    let statements = migrate_tenants_set::sql_lexer::split_statements(sql).map_err(|e| DiscoveryError::Query(e.to_string()))?;
     match statements.as_slice() {
         [one] => Ok(one.text),
         other => Err(DiscoveryError::Query(format!(

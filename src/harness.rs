@@ -23,16 +23,17 @@ unlocks; if that cannot be done the connection is marked unclean and the pool cl
 instead of handing it to the next tenant.
 */
 
-use crate::database::Session;
-use crate::migration_set::{DownSql, Migration};
+use crate::config::Settings;
+use crate::database::mark_broken;
 use crate::tenant::{quote_literal, SchemaName};
+use migrate_tenants_set::{DownSql, Migration};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Bool, Text};
 
 /// diesel's exact DDL for its history table (kept identical so the diesel CLI agrees).
-pub const HISTORY_DDL: &str = "(
+pub(crate) const HISTORY_DDL: &str = "(
        version VARCHAR(50) PRIMARY KEY NOT NULL,
        run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 )";
@@ -44,11 +45,11 @@ const SPLIT: &str = "migrate-tenants: transaction split";
 static STEP_MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The history table's name (unqualified, as diesel names it).
-pub const HISTORY_TABLE: &str = "__diesel_schema_migrations";
+pub(crate) const HISTORY_TABLE: &str = "__diesel_schema_migrations";
 
 /// Why a tenant's work stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HarnessError {
+pub(crate) enum HarnessError {
     /// A migration (or its revert) failed.
     #[error("{message}")]
     Migration {
@@ -57,6 +58,9 @@ pub enum HarnessError {
         /// PostgreSQL's message with context.
         message: String,
     },
+    /// No connection could be had (password hidden).
+    #[error("no database connection: {0}")]
+    Connection(String),
     /// Bookkeeping, locking or connection trouble outside any migration.
     #[error("{0}")]
     Database(String),
@@ -66,25 +70,20 @@ pub enum HarnessError {
     /// The tenant's history holds a version this binary does not know.
     #[error("applied version {0} is not in this migration set (was the tenant migrated by a newer release?)")]
     UnknownVersion(String),
-    /// The command refuses this schema (already exists, not a tenant, ...).
-    #[error("{0}")]
-    Refused(String),
     /// The schema does not exist.
-    #[error("schema {0} does not exist (create it, or run with --missing create or --missing skip)")]
+    #[error("schema {0} does not exist")]
     MissingSchema(String),
+    /// `tenant create` of a schema that exists.
+    #[error("schema {0} already exists")]
+    SchemaExists(String),
+    /// `tenant drop` of a schema without a history table.
+    #[error("schema {0} has no __diesel_schema_migrations table, so it is not a tenant; it was not dropped")]
+    NotATenant(String),
 }
 
 impl HarnessError {
-    /// The report outcome for a tenant whose work stopped at this error.
-    pub fn outcome(&self) -> crate::report::Outcome {
-        crate::report::Outcome::Failed {
-            migration: self.migration().map(str::to_string),
-            error: self.to_string(),
-        }
-    }
-
     /// The migration this error belongs to, if any.
-    pub fn migration(&self) -> Option<&str> {
+    pub(crate) fn migration(&self) -> Option<&str> {
         match self {
             HarnessError::Migration { migration, .. } | HarnessError::Irreversible(migration) => Some(migration),
             _ => None,
@@ -106,15 +105,6 @@ struct VersionRow {
     version: String,
 }
 
-/// How migrations run on every tenant.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {
-    /// Schemas after the tenant's on `search_path` (shared objects, extensions).
-    pub search_path_suffix: Vec<SchemaName>,
-    /// `lock_timeout` for migration statements (none: PostgreSQL's setting applies).
-    pub lock_timeout: Option<std::time::Duration>,
-}
-
 /// Direction of a migration step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -123,8 +113,8 @@ enum Direction {
 }
 
 /// One tenant, locked, on one connection.
-pub struct TenantHarness<'a> {
-    session: &'a mut Session,
+pub(crate) struct TenantHarness<'a> {
+    conn: &'a mut PgConnection,
     schema: SchemaName,
     /// The `search_path` value migrations run with, as a SQL literal.
     search_path: String,
@@ -139,8 +129,7 @@ impl<'a> TenantHarness<'a> {
     /// Takes the tenant's session advisory lock, waiting while another runner holds it.
     ///
     /// `suffix` follows the tenant on `search_path` (shared schemas such as `public`).
-    pub fn lock(session: &'a mut Session, schema: &SchemaName, settings: &Settings) -> Result<TenantHarness<'a>> {
-        session.clean = false;
+    pub(crate) fn lock(conn: &'a mut PgConnection, schema: &SchemaName, settings: &Settings) -> Result<TenantHarness<'a>> {
         let key = schema.lock_key();
         let got = |conn: &mut PgConnection, sql: &str| -> Result<bool> {
             diesel::sql_query(sql)
@@ -149,16 +138,16 @@ impl<'a> TenantHarness<'a> {
                 .map(|f| f.flag)
                 .map_err(|e| db_error(&format!("taking the advisory lock of {schema}"), &e))
         };
-        if !got(&mut session.conn, "SELECT pg_try_advisory_lock($1) AS flag")? {
+        if !got(conn, "SELECT pg_try_advisory_lock($1) AS flag")? {
             log::info!("{schema}: another runner holds its lock; waiting");
-            got(&mut session.conn, "SELECT true AS flag FROM pg_advisory_lock($1)")?;
+            got(conn, "SELECT true AS flag FROM pg_advisory_lock($1)")?;
         }
         let path: Vec<String> = std::iter::once(schema)
             .chain(&settings.search_path_suffix)
             .map(SchemaName::quoted)
             .collect();
         Ok(TenantHarness {
-            session,
+            conn,
             schema: schema.clone(),
             search_path: quote_literal(&path.join(", ")),
             lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
@@ -167,13 +156,8 @@ impl<'a> TenantHarness<'a> {
         })
     }
 
-    /// The tenant's schema.
-    pub fn schema(&self) -> &SchemaName {
-        &self.schema
-    }
-
     fn conn(&mut self) -> &mut PgConnection {
-        &mut self.session.conn
+        self.conn
     }
 
     fn history(&self) -> String {
@@ -181,7 +165,7 @@ impl<'a> TenantHarness<'a> {
     }
 
     /// Whether the schema exists.
-    pub fn schema_exists(&mut self) -> Result<bool> {
+    pub(crate) fn schema_exists(&mut self) -> Result<bool> {
         let literal = self.schema.literal();
         diesel::sql_query(format!(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {literal}) AS flag"
@@ -192,18 +176,18 @@ impl<'a> TenantHarness<'a> {
     }
 
     /// Whether the schema has a history table (whether it is a tenant at all).
-    pub fn has_history(&mut self) -> Result<bool> {
-        history_exists(&mut self.session.conn, &self.schema)
+    pub(crate) fn has_history(&mut self) -> Result<bool> {
+        history_exists(self.conn, &self.schema)
     }
 
     /// `DROP SCHEMA ... CASCADE`: the tenant and all its data.
-    pub fn drop_schema(&mut self) -> Result<()> {
+    pub(crate) fn drop_schema(&mut self) -> Result<()> {
         let sql = format!("DROP SCHEMA {} CASCADE", self.schema.quoted());
         self.execute(&sql)
     }
 
     /// Creates the history table (and, with `create_schema`, the schema) if missing.
-    pub fn prepare(&mut self, create_schema: bool) -> Result<()> {
+    pub(crate) fn prepare(&mut self, create_schema: bool) -> Result<()> {
         let schema = self.schema.quoted();
         let create = if create_schema {
             format!("CREATE SCHEMA IF NOT EXISTS {schema};\n")
@@ -228,14 +212,14 @@ impl<'a> TenantHarness<'a> {
     }
 
     /// Applied versions, newest first (empty when there is no history table).
-    pub fn applied(&mut self) -> Result<Vec<String>> {
-        applied_versions(&mut self.session.conn, &self.schema)
+    pub(crate) fn applied(&mut self) -> Result<Vec<String>> {
+        applied_versions(self.conn, &self.schema)
     }
 
     /// Runs `migration`'s `up.sql` and records it, atomically unless the migration runs
     /// outside a transaction. With `in_transaction`, the caller has already opened a
     /// transaction (so no BEGIN/COMMIT is sent).
-    pub fn apply(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
+    pub(crate) fn apply(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
         log::debug!("{}: applying {}", self.schema, migration.dir_name);
         let record = format!(
             "INSERT INTO {} (version) VALUES ({})",
@@ -247,7 +231,7 @@ impl<'a> TenantHarness<'a> {
 
     /// Runs `migration`'s `down.sql` and removes its history row. An empty `down.sql`
     /// only removes the row; a missing one is an error.
-    pub fn revert(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
+    pub(crate) fn revert(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
         log::debug!("{}: reverting {}", self.schema, migration.dir_name);
         let forget = format!(
             "DELETE FROM {} WHERE version = {}",
@@ -266,7 +250,7 @@ impl<'a> TenantHarness<'a> {
 
     /// Runs raw SQL on the harness's connection (transaction control for callers that
     /// group several steps into one transaction).
-    pub fn execute(&mut self, sql: &str) -> Result<()> {
+    pub(crate) fn execute(&mut self, sql: &str) -> Result<()> {
         self.conn().batch_execute(sql).map_err(|e| db_error(sql, &e))
     }
 
@@ -403,9 +387,9 @@ impl<'a> TenantHarness<'a> {
         result.and(reset.map_err(|e| describe(&e, None)))
     }
 
-    /// Resets `search_path` and releases the lock. The connection goes back to the pool
-    /// only if this succeeds.
-    pub fn release(mut self) -> Result<()> {
+    /// Resets the session and releases the lock. If that fails, the connection is marked
+    /// broken so that the pool closes it instead of handing it to the next tenant.
+    pub(crate) fn release(mut self) -> Result<()> {
         self.released = true;
         self.unlock()
     }
@@ -423,9 +407,10 @@ impl<'a> TenantHarness<'a> {
         );
         self.conn()
             .batch_execute(&sql)
-            .map_err(|e| db_error("releasing the tenant", &e))?;
-        self.session.clean = true;
-        Ok(())
+            .map_err(|e| {
+                mark_broken(self.conn);
+                db_error("releasing the tenant", &e)
+            })
     }
 }
 
@@ -452,7 +437,7 @@ impl Drop for TenantHarness<'_> {
 
 /// Applied versions of `schema`, newest first (empty when it has no history table). Reads
 /// without the tenant's lock: for `status`, and for the harness once it holds the lock.
-pub fn applied_versions(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
+pub(crate) fn applied_versions(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
     let sql = format!(
         "SELECT version::text AS version FROM {}.{HISTORY_TABLE} ORDER BY version DESC",
         schema.quoted()
@@ -489,7 +474,7 @@ fn db_error(context: &str, e: &DieselError) -> HarnessError {
 
 /// PostgreSQL's message with its detail and hint; with `body` = (characters before the
 /// body in the batch, body), the line of the body the error points at.
-pub fn describe(e: &DieselError, body: Option<(usize, &str)>) -> String {
+pub(crate) fn describe(e: &DieselError, body: Option<(usize, &str)>) -> String {
     let DieselError::DatabaseError(_, info) = e else {
         return e.to_string();
     };

@@ -2,43 +2,68 @@
 migrate-tenants: run diesel migrations once per tenant schema of a schema-per-tenant
 PostgreSQL database.
 
-The library is the engine; the `migrate-tenants` binary only parses flags and renders the
-reports the engine returns. Nothing here prints or exits.
+An application embeds its migrations with [`embed_migrations!`] and runs them with a
+[`Runner`], or gets the whole command line in one call with `cli::main` (feature `cli`, on by
+default). The engine returns typed reports ([`FleetReport`]) and errors ([`Error`]); it never
+prints or exits.
 
-- [`tenant`]: validated schema names, quoting, advisory-lock keys.
-- [`sql_lexer`] and [`migration_set`]: loading and validating diesel migration directories.
-- [`database`]: the database URL (never shown with its password) and the connection pool.
-- [`harness`]: one tenant's migrations on one connection: locking, bookkeeping, checks.
-- [`catalog`]: the state of a whole fleet in a few set-based queries.
-- [`discovery`]: which tenants a run is about.
-- [`lifecycle`]: `tenant create` (atomic) and `tenant drop`.
-- [`plan`]: which steps a command takes on a tenant.
-- [`runner`]: the fleet runner: discovery, catalog pass, workers, reports.
-- `tenant_run`: one tenant's run, from lock to report.
-- `shared`: the shared schema's migrations, before (or after) the tenants.
-- [`report`]: typed per-tenant and per-run reports, and the exit code they imply.
-- [`generate`]: new migration directories in the diesel CLI's format.
+```no_run
+use migrate_tenants::{EmbeddedMigrations, Runner, TenantSource};
+
+pub const MIGRATIONS: EmbeddedMigrations = migrate_tenants::embed_migrations!("tests/fixtures/basic");
+
+# fn main() -> Result<(), migrate_tenants::Error> {
+let report = Runner::new(&MIGRATIONS)
+    .database_url("postgres://app@localhost/app")
+    .tenants(TenantSource::list(["acme", "globex"]))
+    .up()?;
+assert_eq!(report.summary.failed, 0);
+# Ok(())
+# }
+```
+
+Inside, one module per concern: `source` (embedded sets), `runner` (this builder), `fleet`
+(the skeleton every run shares), `migrate` and `lifecycle` (what runs on each tenant),
+`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks),
+`shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
+`discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`.
 */
 
-pub mod catalog;
-pub mod config;
-pub mod database;
-pub mod discovery;
-pub mod embedded;
-pub mod generate;
-pub mod harness;
-pub mod lifecycle;
-pub mod migration_set;
-pub mod plan;
-pub mod report;
-pub mod runner;
+mod catalog;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod config;
+mod database;
+mod discovery;
+mod error;
+mod fleet;
+mod harness;
+mod lifecycle;
+mod migrate;
+mod observer;
+mod plan;
+mod report;
+mod runner;
 mod shared;
-pub mod sql_lexer;
-pub mod tenant;
+mod source;
+mod tenant;
 mod tenant_run;
 
-pub use config::{Command, RunConfig};
-pub use migration_set::{Migration, MigrationSet};
-pub use report::{FleetReport, Outcome, RunKind, TenantReport};
-pub use runner::run;
-pub use tenant::SchemaName;
+pub use config::{DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT};
+pub use database::{Pool, Target, Unreachable};
+pub use discovery::DiscoveryError;
+pub use error::{Blocked, Error};
+pub use migrate_tenants_macros::embed_migrations;
+pub use migrate_tenants_set::{DownSql, Migration, MigrationSet, Origin, SetError};
+pub use observer::Observer;
+pub use plan::CommandError;
+pub use report::{exit, FailureKind, FleetReport, Outcome, RunInfo, RunKind, Summary, TenantReport};
+pub use runner::{Migrations, Runner, Task};
+pub use source::{EmbeddedMigrations, SetInfo};
+pub use tenant::{NameError, SchemaName};
+
+/// What the macro's expansion names; not part of the stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::source::{EmbeddedFiles, EmbeddedSet};
+}

@@ -9,78 +9,98 @@ refuses schemas that are not tenants unless forced, and never touches system sch
 which [`SchemaName::tenant`] already refuses.
 */
 
-use crate::config::{Command, RunConfig};
-use crate::database::{Pool, Session};
-use crate::harness::{HarnessError, Settings, TenantHarness};
-use crate::migration_set::MigrationSet;
+use crate::config::{Command, RunConfig, Settings};
+use crate::database::Workers;
+use crate::error::Error;
+use crate::fleet::{Fleet, FAIL_FAST_SKIP};
+use crate::harness::{HarnessError, TenantHarness};
+use crate::observer::Observer;
 use crate::plan::{self, Step};
 use crate::report::{FleetReport, Outcome, RunKind, TenantReport};
-use crate::runner::{self, load_set, Observer, RunError};
-use crate::shared::Shared;
 use crate::tenant::{NameError, SchemaName};
-use crate::tenant_run::{checkout, Tenant, TenantRun};
+use crate::tenant_run::{Tenant, TenantRun};
+use diesel::PgConnection;
+use migrate_tenants_set::MigrationSet;
 use std::time::Instant;
 
 /// Validates listed names strictly: a lifecycle command never skips a bad name.
 /// The shared schema is refused too: creating or dropping it as a tenant would mix its
 /// history with the tenants' or delete the tenant registry.
-fn names(list: &[String], shared: &SchemaName) -> Result<Vec<SchemaName>, RunError> {
+fn names(list: &[String], shared: &SchemaName) -> Result<Vec<SchemaName>, Error> {
     let mut schemas = Vec::new();
+    let mut invalid = Vec::new();
     for name in list {
-        let schema = SchemaName::tenant(name).map_err(|e| RunError::Refused(e.to_string()))?;
-        if schema == *shared {
-            return Err(RunError::Refused(NameError::Shared(name.clone()).to_string()));
+        match SchemaName::tenant(name) {
+            Ok(schema) if schema == *shared => invalid.push(NameError::Shared(name.clone())),
+            Ok(schema) => schemas.push(schema),
+            Err(e) => invalid.push(e),
         }
-        schemas.push(schema);
+    }
+    if !invalid.is_empty() {
+        return Err(crate::discovery::DiscoveryError::Invalid(invalid).into());
     }
     schemas.sort();
     schemas.dedup();
     Ok(schemas)
 }
 
+/// What `tenant create` does with a schema that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfExists {
+    /// Fail that tenant.
+    Fail,
+    /// Migrate it like `up`.
+    Migrate,
+}
+
 /// Creates each tenant and applies every migration to it atomically.
-pub fn create(
+pub(crate) fn create(
     config: &RunConfig,
     list: &[String],
-    if_not_exists: bool,
+    if_exists: IfExists,
     observer: &mut dyn Observer,
-) -> Result<FleetReport, RunError> {
-    let clock = Instant::now();
+) -> Result<FleetReport, Error> {
     let schemas = names(list, &config.shared.schema)?;
-    let set = load_set(&config.migrations)?;
     let up = Command::Up { to: None };
-    let shared = Shared::load(config, &up)?;
-    let mut db = runner::connect(config)?;
-    let mut fleet = FleetReport::new(RunKind::TenantCreate);
-    fleet.shared = shared.before_tenants(&mut db, observer);
-    if fleet.shared.as_ref().is_some_and(TenantReport::failed) {
-        return Ok(fleet.finish(Vec::new(), clock));
+    let mut fleet = Fleet::open(config, Some(&up), RunKind::TenantCreate, observer)?;
+    if !fleet.shared_first(observer) {
+        return Ok(fleet.finish(Vec::new(), observer));
     }
     let creator = Creator {
         config,
-        set: &set,
-        pool: &db.pool,
-        if_not_exists,
+        set: &config.migrations,
+        if_exists,
     };
-    let skipped = |s: &SchemaName| skipped(s, runner::FAIL_FAST_SKIP);
-    let reports = runner::parallel(config, &schemas, observer, |s| creator.create(s), skipped);
-    Ok(fleet.finish(reports, clock))
+    let workers = &fleet.db.workers;
+    let create_one = |s: &SchemaName| with_conn(workers, s, |conn| creator.create_on(conn, s));
+    let reports = fleet.parallel(&schemas, observer, create_one, |s| skipped(s, FAIL_FAST_SKIP));
+    Ok(fleet.finish(reports, observer))
 }
 
-/// Drops each tenant schema (`CASCADE`) under its lock.
-pub fn drop(
+/// What `tenant drop` does with a schema that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IfMissing {
+    /// Fail that tenant.
+    Fail,
+    /// Skip it.
+    Skip,
+}
+
+/// Drops each tenant schema (`CASCADE`) under its lock; `force` also drops schemas without
+/// a history table.
+pub(crate) fn drop(
     config: &RunConfig,
     list: &[String],
     force: bool,
+    if_missing: IfMissing,
     observer: &mut dyn Observer,
-) -> Result<FleetReport, RunError> {
-    let clock = Instant::now();
+) -> Result<FleetReport, Error> {
     let schemas = names(list, &config.shared.schema)?;
-    let db = runner::connect(config)?;
-    let skipped = |s: &SchemaName| skipped(s, runner::FAIL_FAST_SKIP);
-    let drop_one = |s: &SchemaName| with_session(&db.pool, config, s, |session| drop_tenant(session, s, force));
-    let reports = runner::parallel(config, &schemas, observer, drop_one, skipped);
-    Ok(FleetReport::new(RunKind::TenantDrop).finish(reports, clock))
+    let fleet = Fleet::open(config, None, RunKind::TenantDrop, observer)?;
+    let workers = &fleet.db.workers;
+    let drop_one = |s: &SchemaName| with_conn(workers, s, |conn| drop_tenant(conn, s, force, if_missing));
+    let reports = fleet.parallel(&schemas, observer, drop_one, |s| skipped(s, FAIL_FAST_SKIP));
+    Ok(fleet.finish(reports, observer))
 }
 
 fn skipped(schema: &SchemaName, reason: &str) -> TenantReport {
@@ -88,29 +108,40 @@ fn skipped(schema: &SchemaName, reason: &str) -> TenantReport {
 }
 
 /// Checks out a connection and runs `work`, turning every failure into the report.
-fn with_session<F>(pool: &Pool, config: &RunConfig, schema: &SchemaName, work: F) -> TenantReport
+fn with_conn<F>(workers: &Workers, schema: &SchemaName, work: F) -> TenantReport
 where
-    F: FnOnce(&mut Session) -> Result<TenantReport, HarnessError>,
+    F: FnOnce(&mut PgConnection) -> Result<TenantReport, HarnessError>,
 {
     let started = Instant::now();
-    let result = checkout(pool, &config.database_url).and_then(|mut session| work(&mut session));
-    let report = result.unwrap_or_else(|e| TenantReport::new(schema.clone(), e.outcome()));
+    let result = workers.checkout().and_then(|mut conn| work(&mut conn));
+    let report = result.unwrap_or_else(|e| TenantReport::new(schema.clone(), Outcome::from(&e)));
     report.took(started.elapsed())
 }
 
-fn drop_tenant(session: &mut Session, schema: &SchemaName, force: bool) -> Result<TenantReport, HarnessError> {
-    let mut h = TenantHarness::lock(session, schema, &Settings::default())?;
+fn drop_tenant(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    force: bool,
+    if_missing: IfMissing,
+) -> Result<TenantReport, HarnessError> {
+    let mut h = TenantHarness::lock(conn, schema, &Settings::default())?;
     if !h.schema_exists()? {
-        return Err(HarnessError::Refused(format!("schema {schema} does not exist")));
+        h.release()?;
+        return match if_missing {
+            IfMissing::Skip => {
+                let mut report = skipped(schema, "schema does not exist");
+                report.exists = false;
+                Ok(report)
+            }
+            IfMissing::Fail => Err(HarnessError::MissingSchema(schema.to_string())),
+        };
     }
     let version = if h.has_history()? {
         h.applied()?.first().cloned()
     } else if force {
         None
     } else {
-        return Err(HarnessError::Refused(format!(
-            "schema {schema} has no __diesel_schema_migrations table, so it is not a tenant; refusing to drop it (use --force)"
-        )));
+        return Err(HarnessError::NotATenant(schema.to_string()));
     };
     h.drop_schema()?;
     h.release()?;
@@ -123,23 +154,15 @@ fn drop_tenant(session: &mut Session, schema: &SchemaName, force: bool) -> Resul
 struct Creator<'c> {
     config: &'c RunConfig,
     set: &'c MigrationSet,
-    pool: &'c Pool,
-    if_not_exists: bool,
+    if_exists: IfExists,
 }
 
 impl Creator<'_> {
-    fn create(&self, schema: &SchemaName) -> TenantReport {
-        with_session(self.pool, self.config, schema, |session| {
-            self.create_on(session, schema)
-        })
-    }
-
-    fn create_on(&self, session: &mut Session, schema: &SchemaName) -> Result<TenantReport, HarnessError> {
-        let mut h = TenantHarness::lock(session, schema, &self.config.settings)?;
+    fn create_on(&self, conn: &mut PgConnection, schema: &SchemaName) -> Result<TenantReport, HarnessError> {
+        let mut h = TenantHarness::lock(conn, schema, &self.config.settings)?;
         if h.schema_exists()? {
-            if !self.if_not_exists {
-                let why = format!("schema {schema} already exists (use --if-not-exists to migrate it instead)");
-                return Err(HarnessError::Refused(why));
+            if self.if_exists == IfExists::Fail {
+                return Err(HarnessError::SchemaExists(schema.to_string()));
             }
             h.release()?;
             let tenant = Tenant {
@@ -149,7 +172,7 @@ impl Creator<'_> {
             };
             let up = Command::Up { to: None };
             return Ok(TenantRun::new(&tenant, &up, self.set)
-                .run_with(session, &self.config.settings)
+                .run_with(conn, &self.config.settings)
                 .finish());
         }
         let steps = plan::plan(&Command::Up { to: None }, self.set, &[])?;

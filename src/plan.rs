@@ -8,7 +8,7 @@ and again under the tenant's lock, where the fresh history is the source of trut
 
 use crate::config::{Command, DownTarget};
 use crate::harness::HarnessError;
-use crate::migration_set::{DownSql, Migration, MigrationSet};
+use migrate_tenants_set::{DownSql, Migration, MigrationSet};
 
 /// One step of a tenant's plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,26 +19,38 @@ pub enum Step<'s> {
     Revert(&'s Migration),
 }
 
-/// A usage error in the command itself (exit code 2).
+/// A command that does not fit the migration set (exit code 2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CommandError(pub String);
+#[non_exhaustive]
+pub enum CommandError {
+    /// A step count of zero.
+    #[error("the number of steps must be at least 1")]
+    ZeroSteps,
+    /// A target version the set does not know.
+    #[error("version {version} is not one of the {known} known migrations")]
+    UnknownVersion {
+        /// The version as given.
+        version: String,
+        /// How many migrations the set holds.
+        known: usize,
+    },
+}
 
 /// Checks the command's versions against the set before any database work.
 pub fn check_command(command: &Command, set: &MigrationSet) -> Result<(), CommandError> {
     let version = match command {
         Command::Up { to: Some(v) } | Command::Down(DownTarget::To(v)) => v,
         Command::Redo { steps: 0 } | Command::Down(DownTarget::Steps(0)) => {
-            return Err(CommandError("--steps must be at least 1".into()));
+            return Err(CommandError::ZeroSteps);
         }
         _ => return Ok(()),
     };
     match set.resolve_version(version) {
         Some(_) => Ok(()),
-        None => Err(CommandError(format!(
-            "version {version} is not one of the {} known migrations (see `migrate-tenants list`)",
-            set.migrations().len()
-        ))),
+        None => Err(CommandError::UnknownVersion {
+            version: version.clone(),
+            known: set.migrations().len(),
+        }),
     }
 }
 
@@ -103,7 +115,7 @@ fn reversible<'s>(set: &'s MigrationSet, versions: &[&String]) -> Result<Vec<&'s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration_set::{Origin, RawMigration};
+    use migrate_tenants_set::{Origin, RawMigration};
 
     fn set() -> MigrationSet {
         let raw = |v: &str, down: Option<&str>| RawMigration {
@@ -113,7 +125,7 @@ mod tests {
             metadata: None,
         };
         MigrationSet::validate(
-            Origin::Embedded,
+            Origin::Directory("test".into()),
             vec![
                 raw("1", Some("SELECT 1;")),
                 raw("2", Some("")),

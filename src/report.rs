@@ -5,6 +5,9 @@ The engine returns these; renderers (human or JSON) turn them into text, and the
 is computed from them in one place ([`FleetReport::exit_code`]).
 */
 
+use crate::database::Target;
+use crate::harness::HarnessError;
+use crate::source::SetInfo;
 use crate::tenant::SchemaName;
 use serde::Serialize;
 use std::time::Duration;
@@ -31,6 +34,8 @@ pub enum Outcome {
     Changed,
     /// Work stopped at a failure; `version_after` is the last good version.
     Failed {
+        /// What kind of failure.
+        failure: FailureKind,
         /// Directory name of the migration that failed, if one did.
         migration: Option<String>,
         /// What went wrong, with PostgreSQL's message.
@@ -41,6 +46,49 @@ pub enum Outcome {
         /// Why (`--fail-fast`, missing schema with `--missing skip`, ...).
         reason: String,
     },
+}
+
+/// Why a tenant failed, for callers that react to the kind (the CLI adds its hints by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// A migration's SQL (or its revert) failed.
+    Migration,
+    /// No connection could be had for the tenant.
+    Connection,
+    /// Locking, bookkeeping or another query outside the migrations failed.
+    Database,
+    /// A needed migration has no `down.sql`.
+    Irreversible,
+    /// The tenant's history holds a version the set does not know.
+    UnknownVersion,
+    /// The schema does not exist.
+    MissingSchema,
+    /// `tenant create`: the schema already exists.
+    SchemaExists,
+    /// `tenant drop`: the schema has no history table, so it is not a tenant.
+    NotATenant,
+}
+
+impl From<&HarnessError> for Outcome {
+    fn from(error: &HarnessError) -> Outcome {
+        let failure = match error {
+            HarnessError::Migration { .. } => FailureKind::Migration,
+            HarnessError::Connection(_) => FailureKind::Connection,
+            HarnessError::Database(_) => FailureKind::Database,
+            HarnessError::Irreversible(_) => FailureKind::Irreversible,
+            HarnessError::UnknownVersion(_) => FailureKind::UnknownVersion,
+            HarnessError::MissingSchema(_) => FailureKind::MissingSchema,
+            HarnessError::SchemaExists(_) => FailureKind::SchemaExists,
+            HarnessError::NotATenant(_) => FailureKind::NotATenant,
+        };
+        Outcome::Failed {
+            failure,
+            migration: error.migration().map(str::to_string),
+            error: error.to_string(),
+        }
+    }
 }
 
 /// The report of one tenant (or of the shared schema).
@@ -75,7 +123,7 @@ pub struct TenantReport {
 
 impl TenantReport {
     /// An empty report for `schema` with `outcome`.
-    pub fn new(schema: SchemaName, outcome: Outcome) -> TenantReport {
+    pub(crate) fn new(schema: SchemaName, outcome: Outcome) -> TenantReport {
         TenantReport {
             schema,
             outcome,
@@ -98,7 +146,7 @@ impl TenantReport {
     }
 
     /// Sets the elapsed time.
-    pub fn took(mut self, elapsed: Duration) -> TenantReport {
+    pub(crate) fn took(mut self, elapsed: Duration) -> TenantReport {
         self.elapsed_ms = elapsed.as_millis().min(u64::MAX as u128) as u64;
         self
     }
@@ -196,11 +244,25 @@ impl Summary {
     }
 }
 
+/// What a run runs and where: the first thing it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunInfo {
+    /// The command.
+    pub command: RunKind,
+    /// The tenant migrations.
+    pub source: SetInfo,
+    /// The shared schema's migrations, when the run includes them.
+    pub shared_source: Option<SetInfo>,
+    /// The database (never the password).
+    pub target: Target,
+}
+
 /// The report of a whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetReport {
-    /// The command.
-    pub command: RunKind,
+    /// The command, the migrations and the database.
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// The shared schema's report, when shared migrations were part of the run.
     pub shared: Option<TenantReport>,
     /// One report per tenant, in tenant order.
@@ -214,10 +276,10 @@ pub struct FleetReport {
 }
 
 impl FleetReport {
-    /// An empty report for `command`.
-    pub fn new(command: RunKind) -> FleetReport {
+    /// An empty report for a run.
+    pub(crate) fn new(run: RunInfo) -> FleetReport {
         FleetReport {
-            command,
+            run,
             shared: None,
             tenants: Vec::new(),
             invalid_names: Vec::new(),
@@ -227,7 +289,7 @@ impl FleetReport {
     }
 
     /// Adds the tenants' reports (sorted by schema), counts them and stamps the time.
-    pub fn finish(mut self, mut tenants: Vec<TenantReport>, started: std::time::Instant) -> FleetReport {
+    pub(crate) fn finish(mut self, mut tenants: Vec<TenantReport>, started: std::time::Instant) -> FleetReport {
         tenants.sort_by(|a, b| a.schema.cmp(&b.schema));
         for report in &tenants {
             self.summary.add(report);

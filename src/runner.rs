@@ -1,345 +1,371 @@
 /*!
-The fleet runner: loads and checks the migration set and the tenant list, connects, runs
-the shared schema's migrations, discovers tenants, reads the whole fleet's state in one
-catalog pass, and hands the tenants that have work to `concurrency` worker threads, each
-holding one pooled connection per tenant for that tenant's whole run.
-
-Reports flow from the workers over a channel to the calling thread, which passes each to
-the [`Observer`] as it arrives (so output never interleaves) and collects them into the
-returned [`FleetReport`]. Nothing here prints or exits.
+The library's front door: a [`Runner`] built from the application's migrations, pointed at a
+database (a URL or the application's own pool) and a source of tenant names, then asked to
+run a command. Every command returns a typed [`FleetReport`]; nothing is printed.
 */
 
-use crate::catalog::{self, TenantState};
-use crate::config::{Command, MigrationSource, MissingPolicy, RunConfig, TenantSource};
-use crate::database::{Database, Pool, Unreachable};
-use crate::discovery::{self, Discovered, DiscoveryError};
-use crate::harness::HarnessError;
-use crate::migration_set::{MigrationSet, SetError};
-use crate::plan::{self, CommandError};
-use crate::report::{exit, FleetReport, RunKind, TenantReport};
-use crate::shared::Shared;
-use crate::tenant::{NameError, SchemaName};
-use crate::tenant_run::{Tenant, TenantRun};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Instant;
+use crate::config::{
+    Command, DownTarget, MissingPolicy, RunConfig, Settings, SharedConfig, TenantSource, DEFAULT_CONCURRENCY,
+    DEFAULT_CONNECT_TIMEOUT,
+};
+use crate::database::{Connector, DatabaseUrl, Pool};
+use crate::error::Error;
+use crate::lifecycle::{self, IfExists, IfMissing};
+use crate::migrate;
+use crate::observer::Observer;
+use crate::report::{FleetReport, RunKind};
+use crate::source::EmbeddedMigrations;
+use crate::tenant::SchemaName;
+use migrate_tenants_set::MigrationSet;
+use std::time::Duration;
 
-/// Receives progress while a run is under way (on the thread that called [`run`]).
-pub trait Observer {
-    /// Tenants were discovered (after selection) and some names were refused.
-    fn discovered(&mut self, _tenants: &[SchemaName], _invalid: &[NameError]) {}
-    /// The shared schema's migrations are done.
-    fn shared_done(&mut self, report: &TenantReport) {
-        self.tenant_done(report);
-    }
-    /// One tenant is done.
-    fn tenant_done(&mut self, _report: &TenantReport) {}
+/// The migrations a [`Runner`] runs: an embedded constant or a set read from a directory.
+#[derive(Debug, Clone)]
+pub struct Migrations {
+    tenant: TenantSet,
+    /// `Some` when set explicitly (overrides an embedded shared set).
+    shared: Option<Option<MigrationSet>>,
 }
 
-/// An observer that ignores everything.
-impl Observer for () {}
-
-/// A run that could not start, or stopped before reaching the tenants.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The migration set is invalid.
-    #[error(transparent)]
-    Set(#[from] SetError),
-    /// The command does not fit the set (unknown version, ...).
-    #[error(transparent)]
-    Command(#[from] CommandError),
-    /// Tenant discovery failed.
-    #[error(transparent)]
-    Discovery(#[from] DiscoveryError),
-    /// The database is unreachable.
-    #[error(transparent)]
-    Unreachable(#[from] Unreachable),
-    /// The run was refused before touching any tenant.
-    #[error("{0}")]
-    Refused(String),
-    /// A fleet-wide query failed.
-    #[error("{0}")]
-    Database(String),
+#[derive(Debug, Clone)]
+enum TenantSet {
+    Embedded(&'static EmbeddedMigrations),
+    Loaded(MigrationSet),
 }
 
-impl RunError {
-    /// The exit code for this error (see [`exit`]).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            RunError::Unreachable(_) => exit::UNREACHABLE,
-            RunError::Database(_) => exit::TENANT_FAILED,
-            _ => exit::USAGE,
+impl From<&'static EmbeddedMigrations> for Migrations {
+    fn from(embedded: &'static EmbeddedMigrations) -> Migrations {
+        Migrations {
+            tenant: TenantSet::Embedded(embedded),
+            shared: None,
         }
     }
 }
 
-/// Why a tenant was not started under `--fail-fast`.
-pub(crate) const FAIL_FAST_SKIP: &str = "not started: an earlier tenant failed (--fail-fast)";
-
-/// Loads and validates a migration set.
-pub fn load_set(source: &MigrationSource) -> Result<MigrationSet, SetError> {
-    match source {
-        MigrationSource::Embedded => MigrationSet::embedded(),
-        MigrationSource::Directory(dir) => MigrationSet::from_dir(dir),
+impl From<MigrationSet> for Migrations {
+    fn from(set: MigrationSet) -> Migrations {
+        Migrations {
+            tenant: TenantSet::Loaded(set),
+            shared: None,
+        }
     }
 }
 
-/// Runs `command` over the fleet described by `config`.
-pub fn run(config: &RunConfig, command: &Command, observer: &mut dyn Observer) -> Result<FleetReport, RunError> {
-    let clock = Instant::now();
-    let set = load_set(&config.migrations)?;
-    plan::check_command(command, &set)?;
-    let shared = Shared::load(config, command)?;
-    let listed = select_offline(config)?;
-    let mut db = connect(config)?;
-    let mut fleet = FleetReport::new(RunKind::from(command));
-    fleet.shared = shared.before_tenants(&mut db, observer);
-    if fleet.shared.as_ref().is_some_and(TenantReport::failed) {
-        return Ok(fleet.finish(Vec::new(), clock));
-    }
-    let found = match listed {
-        Some(found) => found,
-        None => select(
-            config,
-            discovery::read_from_database(&mut db.control.conn, &config.tenants)?,
-        )?,
-    };
-    observer.discovered(&found.tenants, &found.invalid);
-    fleet.invalid_names = found.invalid.iter().map(ToString::to_string).collect();
-    let states = read_states(&mut db, &found.tenants, &set)?;
-    refuse_irreversible(command, &set, &found.tenants, &states)?;
-    shared.refuse_irreversible(&mut db)?;
-    let fleet_run = FleetRun {
-        config,
-        command,
-        set: &set,
-        pool: &db.pool,
-    };
-    let reports = fleet_run.run(found.tenants, states, observer);
-    if let Some(report) = shared.after_tenants(&mut db, &reports, observer) {
-        fleet.shared = Some(report);
-    }
-    Ok(fleet.finish(reports, clock))
-}
-
-/// Connects (exit code 3 when the server cannot be reached).
-pub(crate) fn connect(config: &RunConfig) -> Result<Database, RunError> {
-    Ok(Database::connect(
-        &config.database_url,
-        config.concurrency,
-        config.connect_timeout,
-    )?)
-}
-
-/// Tenants from a list or a file are read and validated before connecting, so a bad name
-/// stops the run before any SQL (shared migrations included).
-fn select_offline(config: &RunConfig) -> Result<Option<Discovered>, RunError> {
-    match discovery::read_offline(&config.tenants)? {
-        Some(names) => select(config, names).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Validation and selection. A hand-typed list (`--tenants`) is always strict: a typo
-/// must not be skipped silently. The shared schema is never a tenant.
-fn select(config: &RunConfig, names: Vec<String>) -> Result<Discovered, RunError> {
-    let strict = config.strict || matches!(config.tenants, TenantSource::List(_));
-    let selection = discovery::Selection {
-        only: &config.only,
-        exclude: &config.exclude,
-        strict,
-        shared: &config.shared.schema,
-    };
-    Ok(discovery::select(names, &selection)?)
-}
-
-fn read_states(db: &mut Database, tenants: &[SchemaName], set: &MigrationSet) -> Result<Vec<TenantState>, RunError> {
-    let clock = Instant::now();
-    let states = catalog::read_states(&mut db.control.conn, tenants, set)
-        .map_err(|e| RunError::Database(format!("reading the tenants' state: {}", db.url.scrub(&e.to_string()))))?;
-    log::info!(
-        "catalog pass: {} tenant(s) read in {} ms",
-        tenants.len(),
-        clock.elapsed().as_millis()
-    );
-    Ok(states)
-}
-
-/// Refuses a `down`/`redo` that would need a migration without `down.sql` on any tenant,
-/// before any tenant is touched.
-fn refuse_irreversible(
-    command: &Command,
-    set: &MigrationSet,
-    tenants: &[SchemaName],
-    states: &[TenantState],
-) -> Result<(), RunError> {
-    if !matches!(command, Command::Down(_) | Command::Redo { .. }) {
-        return Ok(());
-    }
-    let mut blocked: Vec<(String, Vec<&str>)> = Vec::new();
-    for (tenant, state) in tenants.iter().zip(states) {
-        if let Err(HarnessError::Irreversible(m)) = plan::plan(command, set, &state.applied_versions(set)) {
-            match blocked.iter_mut().find(|(name, _)| *name == m) {
-                Some((_, list)) => list.push(tenant.as_str()),
-                None => blocked.push((m, vec![tenant.as_str()])),
+impl Migrations {
+    /// The validated tenant and shared sets.
+    fn load(&self) -> Result<(MigrationSet, Option<MigrationSet>), Error> {
+        Ok(match &self.tenant {
+            TenantSet::Embedded(e) => {
+                let shared = match &self.shared {
+                    Some(shared) => shared.clone(),
+                    None => e.shared_set()?,
+                };
+                (e.tenant_set()?, shared)
             }
-        }
-    }
-    if blocked.is_empty() {
-        return Ok(());
-    }
-    let lines: Vec<String> = blocked
-        .iter()
-        .map(|(m, ts)| {
-            format!(
-                "\n  - {m} has no down.sql (irreversible); needed on {} tenant(s): {}",
-                ts.len(),
-                preview(ts)
-            )
+            TenantSet::Loaded(set) => (set.clone(), self.shared.clone().flatten()),
         })
-        .collect();
-    Err(RunError::Refused(format!(
-        "refusing to {}: nothing was changed{}",
-        command.name(),
-        lines.concat()
-    )))
-}
-
-fn preview(names: &[&str]) -> String {
-    let shown: Vec<&str> = names.iter().take(5).copied().collect();
-    let more = names.len().saturating_sub(shown.len());
-    if more > 0 {
-        format!("{} and {more} more", shown.join(", "))
-    } else {
-        shown.join(", ")
     }
 }
 
-/// The shared, read-only parts of a fleet run.
-struct FleetRun<'r> {
-    config: &'r RunConfig,
-    command: &'r Command,
-    set: &'r MigrationSet,
-    pool: &'r Pool,
+/// A command a [`Runner`] can run (for [`Runner::run`], which also takes an observer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Task {
+    /// Apply pending migrations (shared schema first), up to and including `to` when given.
+    Up {
+        /// Stop after this version.
+        to: Option<String>,
+    },
+    /// Revert applied migrations.
+    Down(DownTarget),
+    /// Revert the newest `steps` migrations of each tenant, then apply them again.
+    Redo {
+        /// How many.
+        steps: usize,
+    },
+    /// Read every tenant's state; change nothing.
+    Status,
+    /// Create tenant schemas and apply every migration to each, atomically.
+    CreateTenants {
+        /// The new tenants.
+        names: Vec<String>,
+        /// Migrate a schema that already exists instead of failing it.
+        if_exists_migrate: bool,
+    },
+    /// Drop tenant schemas (`DROP SCHEMA ... CASCADE`) under their lock.
+    DropTenants {
+        /// The tenants.
+        names: Vec<String>,
+        /// Also drop schemas without a history table.
+        force: bool,
+        /// Skip a schema that does not exist instead of failing it.
+        if_exists: bool,
+    },
 }
 
-impl FleetRun<'_> {
-    /// Reports every tenant: directly from the catalog when there is nothing to do,
-    /// through the workers otherwise.
-    fn run(
-        &self,
-        tenants: Vec<SchemaName>,
-        states: Vec<TenantState>,
-        observer: &mut dyn Observer,
-    ) -> Vec<TenantReport> {
-        let mut reports = Vec::with_capacity(tenants.len());
-        let mut work = Vec::new();
-        for (schema, state) in tenants.into_iter().zip(states) {
-            match self.triage(schema, &state) {
-                Ok(report) => {
-                    observer.tenant_done(&report);
-                    reports.push(report);
-                }
-                Err(tenant) => work.push(tenant),
+/// Runs an application's migrations over its tenant schemas.
+///
+/// ```no_run
+/// use migrate_tenants::{EmbeddedMigrations, Runner, TenantSource};
+///
+/// pub const MIGRATIONS: EmbeddedMigrations = migrate_tenants::embed_migrations!("tests/fixtures/basic");
+///
+/// # fn main() -> Result<(), migrate_tenants::Error> {
+/// let report = Runner::new(&MIGRATIONS)
+///     .database_url("postgres://app@db.internal/app")
+///     .tenants(TenantSource::Query("SELECT schema_name FROM public.tenants".into()))
+///     .concurrency(8)
+///     .up()?;
+/// if report.exit_code() != 0 {
+///     eprintln!("{} tenant(s) failed", report.summary.failed);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runner {
+    migrations: Migrations,
+    connector: Option<Connector>,
+    tenants: Option<TenantSource>,
+    only: Vec<String>,
+    exclude: Vec<String>,
+    strict: bool,
+    missing: MissingPolicy,
+    concurrency: usize,
+    connect_timeout: Duration,
+    search_path_suffix: Vec<String>,
+    lock_timeout: Option<Duration>,
+    fail_fast: bool,
+    shared_schema: String,
+    revert_shared: bool,
+}
+
+impl Runner {
+    /// A runner for these migrations (`&MIGRATIONS` from
+    /// [`embed_migrations!`](crate::embed_migrations), or a
+    /// [`MigrationSet::from_dir`](crate::MigrationSet::from_dir)). Defaults: 4 workers, a 10 s
+    /// connect timeout, `search_path = <tenant>, public`, `public` as the shared schema.
+    pub fn new(migrations: impl Into<Migrations>) -> Runner {
+        Runner {
+            migrations: migrations.into(),
+            connector: None,
+            tenants: None,
+            only: Vec::new(),
+            exclude: Vec::new(),
+            strict: false,
+            missing: MissingPolicy::Error,
+            concurrency: DEFAULT_CONCURRENCY,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            search_path_suffix: vec!["public".into()],
+            lock_timeout: None,
+            fail_fast: false,
+            shared_schema: "public".into(),
+            revert_shared: false,
+        }
+    }
+
+    /// Connect with this URL (or libpq `key=value` string); the runner opens one connection
+    /// per worker plus one to coordinate. Its password is never shown in errors or reports.
+    pub fn database_url(mut self, url: &str) -> Runner {
+        self.connector = Some(Connector::Url(DatabaseUrl::as_given(url)));
+        self
+    }
+
+    /// Work on the application's pool instead: one connection coordinates, the others
+    /// (at most the concurrency) migrate tenants, so `max_size` must be at least 2. The
+    /// connections go back with their session state reset (`RESET ALL` and friends: settings
+    /// your connection customizer applied with `SET` are undone; put them in the URL's
+    /// `options` or a role default), or closed if that could not be done.
+    pub fn pool(mut self, pool: Pool) -> Runner {
+        self.connector = Some(Connector::Pool(pool));
+        self
+    }
+
+    /// Where tenant names come from (needed by `up`, `down`, `redo` and `status`).
+    pub fn tenants(mut self, source: TenantSource) -> Runner {
+        self.tenants = Some(source);
+        self
+    }
+
+    /// Only these of the discovered tenants; each must be among them.
+    pub fn only<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Runner {
+        self.only = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Never these tenants.
+    pub fn exclude<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Runner {
+        self.exclude = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Stop when a discovered name is not a valid tenant name (by default such names from a
+    /// file, query or pattern are reported and skipped; a list is always strict).
+    pub fn strict(mut self, strict: bool) -> Runner {
+        self.strict = strict;
+        self
+    }
+
+    /// What to do with a tenant whose schema does not exist (default: fail it).
+    pub fn missing(mut self, policy: MissingPolicy) -> Runner {
+        self.missing = policy;
+        self
+    }
+
+    /// Worker threads, each with one connection (default 4; with a pool, at most its
+    /// `max_size - 1`).
+    pub fn concurrency(mut self, workers: usize) -> Runner {
+        self.concurrency = workers.max(1);
+        self
+    }
+
+    /// How long to wait for the server (default 10 s; a URL's own `connect_timeout` wins).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Runner {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Schemas after the tenant's on `search_path` while it migrates (default `public`).
+    pub fn search_path_suffix<I: IntoIterator<Item = S>, S: Into<String>>(mut self, schemas: I) -> Runner {
+        self.search_path_suffix = schemas.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `lock_timeout` for migration statements: a DDL statement that waits longer for a
+    /// table lock fails (and rolls back) instead of queueing the application behind it.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Runner {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// Stop starting tenants after the first failure.
+    pub fn fail_fast(mut self, fail_fast: bool) -> Runner {
+        self.fail_fast = fail_fast;
+        self
+    }
+
+    /// The schema holding the shared migrations' history (default `public`).
+    pub fn shared_schema(mut self, schema: &str) -> Runner {
+        self.shared_schema = schema.to_string();
+        self
+    }
+
+    /// The shared-schema migrations (replaces an embedded shared set; `None`: none).
+    pub fn shared_migrations(mut self, set: Option<MigrationSet>) -> Runner {
+        self.migrations.shared = Some(set);
+        self
+    }
+
+    /// Let `down` and `redo` revert the shared schema too, after every tenant succeeded
+    /// (never by default).
+    pub fn revert_shared(mut self, revert: bool) -> Runner {
+        self.revert_shared = revert;
+        self
+    }
+
+    /// Applies every pending migration (shared schema first).
+    pub fn up(&self) -> Result<FleetReport, Error> {
+        self.run(&Task::Up { to: None }, &mut ())
+    }
+
+    /// Reverts applied migrations.
+    pub fn down(&self, target: DownTarget) -> Result<FleetReport, Error> {
+        self.run(&Task::Down(target), &mut ())
+    }
+
+    /// Reads every tenant's state.
+    pub fn status(&self) -> Result<FleetReport, Error> {
+        self.run(&Task::Status, &mut ())
+    }
+
+    /// Creates tenants and migrates each atomically.
+    pub fn create_tenants<I: IntoIterator<Item = S>, S: Into<String>>(&self, names: I) -> Result<FleetReport, Error> {
+        let names = names.into_iter().map(Into::into).collect();
+        let task = Task::CreateTenants {
+            names,
+            if_exists_migrate: false,
+        };
+        self.run(&task, &mut ())
+    }
+
+    /// Runs `task`, telling `observer` about each tenant as it finishes.
+    pub fn run(&self, task: &Task, observer: &mut dyn Observer) -> Result<FleetReport, Error> {
+        let lifecycle = matches!(task, Task::CreateTenants { .. } | Task::DropTenants { .. });
+        let config = self.config(lifecycle)?;
+        match task {
+            Task::Up { to } => migrate::run(&config, &Command::Up { to: to.clone() }, RunKind::Up, observer),
+            Task::Down(target) => migrate::run(&config, &Command::Down(target.clone()), RunKind::Down, observer),
+            Task::Redo { steps } => migrate::run(&config, &Command::Redo { steps: *steps }, RunKind::Redo, observer),
+            Task::Status => migrate::run(&config, &Command::Status, RunKind::Status, observer),
+            Task::CreateTenants {
+                names,
+                if_exists_migrate,
+            } => {
+                let if_exists = if *if_exists_migrate { IfExists::Migrate } else { IfExists::Fail };
+                lifecycle::create(&config, names, if_exists, observer)
+            }
+            Task::DropTenants {
+                names,
+                force,
+                if_exists,
+            } => {
+                let if_missing = if *if_exists { IfMissing::Skip } else { IfMissing::Fail };
+                lifecycle::drop(&config, names, *force, if_missing, observer)
             }
         }
-        let run_one = |t: &Tenant| {
-            TenantRun::new(t, self.command, self.set)
-                .run_on(self.pool, &self.config.database_url, &self.config.settings)
-                .finish()
-        };
-        let skip_one = |t: &Tenant| TenantRun::new(t, self.command, self.set).skip(FAIL_FAST_SKIP).finish();
-        if self.config.fail_fast && reports.iter().any(TenantReport::failed) {
-            // A tenant already failed in triage (e.g. a missing schema): start nothing.
-            for report in work.iter().map(skip_one) {
-                observer.tenant_done(&report);
-                reports.push(report);
+    }
+
+    /// Lists tenants with their state (a `status` reported as `tenant list`).
+    pub fn list_tenants(&self, observer: &mut dyn Observer) -> Result<FleetReport, Error> {
+        let config = self.config(false)?;
+        migrate::run(&config, &Command::Status, RunKind::TenantList, observer)
+    }
+
+    /// The engine's configuration; `lifecycle` commands name their tenants themselves.
+    fn config(&self, lifecycle: bool) -> Result<RunConfig, Error> {
+        let (migrations, shared) = self.migrations.load()?;
+        let connector = match &self.connector {
+            Some(Connector::Url(url)) => Connector::Url(DatabaseUrl::new(url.expose(), self.connect_timeout)),
+            Some(pool) => pool.clone(),
+            None => {
+                return Err(Error::Config(
+                    "no database: give the runner a database URL or a connection pool".into(),
+                ))
             }
-        } else {
-            reports.extend(parallel(self.config, &work, observer, run_one, skip_one));
-        }
-        reports
-    }
-
-    /// `Ok(report)` when the catalog settles the tenant; `Err(tenant)` when a worker must
-    /// connect (and, unless it only reads, take the tenant's lock).
-    fn triage(&self, schema: SchemaName, state: &TenantState) -> Result<TenantReport, Tenant> {
-        let create = self.config.missing == MissingPolicy::Create;
-        let tenant = Tenant {
-            schema,
-            exists: state.exists,
-            create_schema: create && !state.exists,
         };
-        if state.unreadable {
-            return Err(tenant);
-        }
-        let applied = state.applied_versions(self.set);
-        let mut run = TenantRun::new(&tenant, self.command, self.set);
-        run.record_state(&applied);
-        if !state.exists {
-            return match (self.config.missing, self.command) {
-                (MissingPolicy::Create, Command::Up { .. } | Command::Redo { .. }) => Err(tenant),
-                (MissingPolicy::Create, _) => Ok(run
-                    .skip("schema does not exist (up --missing create would create it)")
-                    .finish()),
-                (MissingPolicy::Skip, _) => Ok(run.skip("schema does not exist (--missing skip)").finish()),
-                (MissingPolicy::Error, _) => Ok(run
-                    .fail(&HarnessError::MissingSchema(tenant.schema.to_string()))
-                    .finish()),
-            };
-        }
-        match plan::plan(self.command, self.set, &applied) {
-            Ok(steps) if steps.is_empty() => Ok(run.finish()),
-            _ => Err(tenant),
-        }
+        let tenants = match (&self.tenants, lifecycle) {
+            (Some(source), _) => source.clone(),
+            (None, true) => TenantSource::List(Vec::new()),
+            (None, false) => return Err(Error::Config("no tenants: give the runner a source of tenant names".into())),
+        };
+        let schema = |what: &str, name: &str| {
+            SchemaName::shared(name).map_err(|e| Error::Config(format!("{what}: {e}")))
+        };
+        let search_path_suffix = self
+            .search_path_suffix
+            .iter()
+            .map(|s| schema("search path suffix", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunConfig {
+            connector,
+            migrations,
+            tenants,
+            only: self.only.clone(),
+            exclude: self.exclude.clone(),
+            strict: self.strict,
+            missing: self.missing,
+            concurrency: self.concurrency,
+            connect_timeout: self.connect_timeout,
+            settings: Settings {
+                search_path_suffix,
+                lock_timeout: self.lock_timeout,
+            },
+            fail_fast: self.fail_fast,
+            shared: SharedConfig {
+                schema: schema("shared schema", &self.shared_schema)?,
+                migrations: shared,
+                include_in_down: self.revert_shared,
+            },
+        })
     }
-}
-
-/// Runs `work` on `config.concurrency` threads; each item's report goes to `observer`
-/// (on this thread) as soon as it is done. After a failure with `fail_fast`, items not
-/// yet started get `skipped(item)` instead of `each(item)`.
-pub(crate) fn parallel<W, F, S>(
-    config: &RunConfig,
-    work: &[W],
-    observer: &mut dyn Observer,
-    each: F,
-    skipped: S,
-) -> Vec<TenantReport>
-where
-    W: Sync,
-    F: Fn(&W) -> TenantReport + Sync,
-    S: Fn(&W) -> TenantReport + Sync,
-{
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<TenantReport>();
-    let workers = config.concurrency.clamp(1, work.len().max(1));
-    let mut reports = Vec::with_capacity(work.len());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (next, stop, each, skipped) = (&next, &stop, &each, &skipped);
-            scope.spawn(move || {
-                while let Some(item) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let report = if stop.load(Ordering::Relaxed) {
-                        skipped(item)
-                    } else {
-                        each(item)
-                    };
-                    if report.failed() && config.fail_fast {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    if tx.send(report).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        for report in rx {
-            observer.tenant_done(&report);
-            reports.push(report);
-        }
-    });
-    reports
 }

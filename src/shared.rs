@@ -9,14 +9,15 @@ tenant succeeded, since the tenants were built on it.
 */
 
 use crate::catalog;
-use crate::config::{Command, DownTarget, MigrationSource, RunConfig};
+use crate::config::{Command, DownTarget, RunConfig, Settings};
 use crate::database::Database;
-use crate::harness::{HarnessError, Settings};
-use crate::migration_set::MigrationSet;
+use crate::error::{Blocked, Error};
+use crate::harness::HarnessError;
+use crate::observer::Observer;
 use crate::plan;
 use crate::report::TenantReport;
-use crate::runner::{Observer, RunError};
 use crate::tenant_run::{Tenant, TenantRun};
+use migrate_tenants_set::MigrationSet;
 
 /// The shared schema's part of a run.
 pub(crate) struct Shared<'c> {
@@ -24,29 +25,39 @@ pub(crate) struct Shared<'c> {
     /// The command as it applies to the shared set (`up --to` does not).
     command: Command,
     /// The set, when this run includes the shared schema.
-    set: Option<MigrationSet>,
+    set: Option<&'c MigrationSet>,
 }
 
 impl<'c> Shared<'c> {
-    /// Loads and validates the shared set when `command` includes it (before any
-    /// database work).
-    pub(crate) fn load(config: &'c RunConfig, command: &Command) -> Result<Shared<'c>, RunError> {
+    /// The shared part of a run of `command` (`None`: a run without one), checked before
+    /// any database work.
+    pub(crate) fn load(config: &'c RunConfig, command: Option<&Command>) -> Result<Shared<'c>, Error> {
         let command = match command {
-            Command::Up { .. } => Command::Up { to: None },
-            Command::Down(DownTarget::To(_)) if config.shared.include_in_down => {
-                return Err(RunError::Refused(
-                    "--to names a tenant version; with --shared use --steps or --all".into(),
+            None => {
+                return Ok(Shared {
+                    config,
+                    command: Command::Status,
+                    set: None,
+                })
+            }
+            Some(Command::Up { .. }) => Command::Up { to: None },
+            Some(Command::Down(DownTarget::To(_))) if config.shared.include_in_down => {
+                return Err(Error::Config(
+                    "a target version names a tenant migration; the shared schema can only be reverted \
+                     by a number of steps or entirely"
+                        .into(),
                 ));
             }
-            other => other.clone(),
+            Some(other) => other.clone(),
         };
         let included = !Self::reverts(&command) || config.shared.include_in_down;
-        let set = match (&config.shared.migrations, included) {
-            (Some(MigrationSource::Embedded), true) => MigrationSet::embedded_shared()?,
-            (Some(MigrationSource::Directory(dir)), true) => Some(MigrationSet::from_dir(dir)?),
-            _ => None,
-        };
+        let set = config.shared.migrations.as_ref().filter(|_| included);
         Ok(Shared { config, command, set })
+    }
+
+    /// The shared set, when this run includes it.
+    pub(crate) fn set(&self) -> Option<&'c MigrationSet> {
+        self.set
     }
 
     fn reverts(command: &Command) -> bool {
@@ -55,25 +66,30 @@ impl<'c> Shared<'c> {
 
     /// `down --shared`: refuses before any change when the shared set would need a
     /// migration without `down.sql`.
-    pub(crate) fn refuse_irreversible(&self, db: &mut Database) -> Result<(), RunError> {
-        let Some(set) = self.set.as_ref().filter(|_| Self::reverts(&self.command)) else {
+    pub(crate) fn refuse_irreversible(&self, db: &mut Database) -> Result<(), Error> {
+        let Some(set) = self.set.filter(|_| Self::reverts(&self.command)) else {
             return Ok(());
         };
         let schema = std::slice::from_ref(&self.config.shared.schema);
-        let states =
-            catalog::read_states(&mut db.control.conn, schema, set).map_err(|e| RunError::Database(e.to_string()))?;
+        let states = catalog::read_states(&mut db.control, schema, set).map_err(|e| Error::Database {
+            context: "reading the shared schema's state".into(),
+            message: e.to_string(),
+        })?;
         match plan::plan(&self.command, set, &states[0].applied_versions(set)) {
-            Err(HarnessError::Irreversible(m)) => Err(RunError::Refused(format!(
-                "refusing to {}: nothing was changed\n  - shared migration {m} has no down.sql (irreversible)",
-                self.command.name()
-            ))),
+            Err(HarnessError::Irreversible(m)) => Err(Error::Irreversible {
+                command: self.command.name(),
+                blocked: vec![Blocked {
+                    migration: format!("shared {m}"),
+                    tenants: vec![self.config.shared.schema.to_string()],
+                }],
+            }),
             _ => Ok(()),
         }
     }
 
     /// Runs the shared migrations when they come before the tenants (`up`, `status`).
     pub(crate) fn before_tenants(&self, db: &mut Database, observer: &mut dyn Observer) -> Option<TenantReport> {
-        let set = self.set.as_ref().filter(|_| !Self::reverts(&self.command))?;
+        let set = self.set.filter(|_| !Self::reverts(&self.command))?;
         let report = self.run(db, set);
         observer.shared_done(&report);
         Some(report)
@@ -86,7 +102,7 @@ impl<'c> Shared<'c> {
         tenants: &[TenantReport],
         observer: &mut dyn Observer,
     ) -> Option<TenantReport> {
-        let set = self.set.as_ref().filter(|_| Self::reverts(&self.command))?;
+        let set = self.set.filter(|_| Self::reverts(&self.command))?;
         let report = if tenants.iter().any(TenantReport::failed) {
             let tenant = Tenant {
                 schema: self.config.shared.schema.clone(),
@@ -106,7 +122,7 @@ impl<'c> Shared<'c> {
     /// Runs the command on the shared schema, on the control connection, under its lock.
     fn run(&self, db: &mut Database, set: &MigrationSet) -> TenantReport {
         let schema = self.config.shared.schema.clone();
-        let exists = match catalog::read_states(&mut db.control.conn, std::slice::from_ref(&schema), set) {
+        let exists = match catalog::read_states(&mut db.control, std::slice::from_ref(&schema), set) {
             Ok(states) => states[0].exists,
             Err(e) => {
                 let tenant = Tenant {

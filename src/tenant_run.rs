@@ -4,28 +4,15 @@ its [`TenantReport`]. Every failure ends up in the report, never as an early exi
 half-migrated tenant is always reported with the version it was left at.
 */
 
-use crate::config::Command;
-use crate::database::{DatabaseUrl, Pool, Session, SessionManager};
-use crate::harness::{self, HarnessError, Settings, TenantHarness};
-use crate::migration_set::{DownSql, MigrationSet};
+use crate::config::{Command, Settings};
+use crate::database::Workers;
+use crate::harness::{self, HarnessError, TenantHarness};
 use crate::plan::{self, Step};
 use crate::report::{Outcome, TenantReport};
 use crate::tenant::SchemaName;
-use r2d2::PooledConnection;
+use diesel::PgConnection;
+use migrate_tenants_set::{DownSql, MigrationSet};
 use std::time::Instant;
-
-/// A pooled connection for one tenant (its error says why there is none, password hidden).
-pub(crate) fn checkout(
-    pool: &Pool,
-    database_url: &DatabaseUrl,
-) -> Result<PooledConnection<SessionManager>, HarnessError> {
-    pool.get().map_err(|e| {
-        HarnessError::Database(format!(
-            "no database connection: {}",
-            database_url.scrub(&e.to_string())
-        ))
-    })
-}
 
 /// One tenant to work on.
 #[derive(Debug, Clone)]
@@ -76,24 +63,24 @@ impl<'r> TenantRun<'r> {
     }
 
     pub(crate) fn fail(mut self, error: &HarnessError) -> Self {
-        self.report.outcome = error.outcome();
+        self.report.outcome = Outcome::from(error);
         self
     }
 
     /// Checks out a connection and runs the command on it (`status` only reads).
-    pub(crate) fn run_on(self, pool: &Pool, database_url: &DatabaseUrl, settings: &Settings) -> Self {
-        match checkout(pool, database_url) {
-            Ok(mut session) => self.run_with(&mut session, settings),
+    pub(crate) fn run_on(self, workers: &Workers, settings: &Settings) -> Self {
+        match workers.checkout() {
+            Ok(mut conn) => self.run_with(&mut conn, settings),
             Err(e) => self.fail(&e),
         }
     }
 
     /// Runs the command on `session`.
-    pub(crate) fn run_with(mut self, session: &mut Session, settings: &Settings) -> Self {
+    pub(crate) fn run_with(mut self, conn: &mut PgConnection, settings: &Settings) -> Self {
         let result = if *self.command == Command::Status {
-            harness::applied_versions(&mut session.conn, &self.tenant.schema).map(|applied| self.record_state(&applied))
+            harness::applied_versions(conn, &self.tenant.schema).map(|applied| self.record_state(&applied))
         } else {
-            self.execute(session, settings)
+            self.execute(conn, settings)
         };
         match result {
             Ok(()) => self,
@@ -102,8 +89,8 @@ impl<'r> TenantRun<'r> {
     }
 
     /// Locks the tenant, re-reads its history, and runs its plan.
-    fn execute(&mut self, session: &mut Session, settings: &Settings) -> Result<(), HarnessError> {
-        let mut h = TenantHarness::lock(session, &self.tenant.schema, settings)?;
+    fn execute(&mut self, conn: &mut PgConnection, settings: &Settings) -> Result<(), HarnessError> {
+        let mut h = TenantHarness::lock(conn, &self.tenant.schema, settings)?;
         if matches!(self.command, Command::Up { .. } | Command::Redo { .. }) {
             h.prepare(self.tenant.create_schema)?;
             if self.tenant.create_schema {

@@ -1,4 +1,4 @@
-//! Integration tests for the `migrate-tenants` binary, against a throwaway PostgreSQL cluster
+//! Integration tests for the library, the stock `migrate-tenants` binary and an application binary, against a throwaway PostgreSQL cluster
 //! (see `support`). One test binary, so the cluster starts once; each test has its own database.
 
 mod support;
@@ -6,6 +6,8 @@ mod support;
 #[path = "it/helpers.rs"]
 mod helpers;
 
+#[path = "it/app.rs"]
+mod app;
 #[path = "it/concurrency.rs"]
 mod concurrency;
 #[path = "it/config.rs"]

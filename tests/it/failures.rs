@@ -145,7 +145,7 @@ fn missing_schema_fails_by_default() {
     let absent = line(&out.stdout, "absent: ");
     assert_contains(absent, &["FAILED", "does not exist", "--missing"]);
     assert!(!schema_exists(&db, "absent"));
-    assert_eq!(history(&db, "present"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "present"), versions(&BASIC));
     assert_contains(
         out.stdout.split_once("failed tenants:").expect("summary").1,
         &["absent"],
@@ -161,7 +161,7 @@ fn missing_schema_is_skipped_with_missing_skip() {
     assert_contains(line(&out.stdout, "absent: "), &["skipped", "does not exist"]);
     assert_contains(&out.stdout, &["1 changed, 0 unchanged, 0 failed, 1 skipped"]);
     assert!(!schema_exists(&db, "absent"));
-    assert_eq!(history(&db, "present"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "present"), versions(&BASIC));
 }
 
 #[test]
@@ -176,9 +176,9 @@ fn missing_schema_is_created_with_create_missing() {
         assert_code(&out, 0);
         assert_changed_line(&out.stdout, "absent: none -> 20240101000005 (5 applied");
         assert!(schema_exists(&db, "absent"));
-        assert_eq!(history(&db, "absent"), versions(&EMBEDDED));
+        assert_eq!(history(&db, "absent"), versions(&BASIC));
         assert!(relation_exists(&db, "absent", "tasks"));
-        assert_eq!(history(&db, "present"), versions(&EMBEDDED));
+        assert_eq!(history(&db, "present"), versions(&BASIC));
         assert_public_empty(&db);
     }
 }

@@ -6,8 +6,11 @@ use crate::support::{self, Out, TestDb};
 use std::path::Path;
 use std::process::Command;
 
-/// The embedded migrations' versions, oldest first.
-pub const EMBEDDED: [&str; 5] = [
+/// The tests' own migration set (never the sample application's `migrations/`).
+pub const BASIC_SET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/basic");
+
+/// The basic fixture's versions, oldest first.
+pub const BASIC: [&str; 5] = [
     "20240101000001",
     "20240101000002",
     "20240101000003",
@@ -15,8 +18,8 @@ pub const EMBEDDED: [&str; 5] = [
     "20240101000005",
 ];
 
-/// The embedded migrations' directory names, oldest first.
-pub const EMBEDDED_DIRS: [&str; 5] = [
+/// The basic fixture's directory names, oldest first.
+pub const BASIC_DIRS: [&str; 5] = [
     "2024-01-01-000001_create_set_updated_at",
     "2024-01-01-000002_create_users",
     "2024-01-01-000003_create_projects",
@@ -24,7 +27,8 @@ pub const EMBEDDED_DIRS: [&str; 5] = [
     "2024-01-01-000005_add_users_last_login_at",
 ];
 
-/// `migrate-tenants --database-url <db> <args>` (clean environment, empty cwd).
+/// `migrate-tenants --database-url <db> <args>` (clean environment, empty cwd) with the
+/// basic fixture (see `support::cli`).
 pub fn cmd(db: &TestDb, args: &[&str]) -> Command {
     let mut cmd = support::cli();
     cmd.arg("--database-url").arg(&db.url).args(args);

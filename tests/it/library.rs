@@ -1,63 +1,195 @@
-//! The library API, without the binary: an application runs the fleet and gets typed
-//! reports (and progress through an `Observer`), with nothing printed.
+//! The library API, without the binary: this test crate is an application that embeds sets
+//! with `embed_migrations!`, runs them through the `Runner` builder (on a URL or on its own
+//! pool), gets typed reports and errors, and hands the same constant to diesel's harness.
 
 use crate::helpers::*;
 use crate::support::TestDb;
-use migrate_tenants::config::{DownTarget, TenantSource};
-use migrate_tenants::runner::Observer;
-use migrate_tenants::{Command, Outcome, RunConfig, RunKind, TenantReport};
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::PgConnection;
+use migrate_tenants::{
+    CommandError, DownTarget, EmbeddedMigrations, Error, FailureKind, MissingPolicy, Observer, Outcome, RunInfo,
+    RunKind, Runner, Task, TenantReport, TenantSource,
+};
+
+/// The tests' basic set, compiled into this test crate.
+const BASIC_EMBEDDED: EmbeddedMigrations = migrate_tenants::embed_migrations!("tests/fixtures/basic");
+
+/// The test application's set (a different one, with a shared set beside it).
+const APP: EmbeddedMigrations = migrate_tenants::embed_migrations!("tests/app/migrations");
 
 #[derive(Default)]
-struct Seen(Vec<String>);
+struct Seen {
+    started: Vec<RunInfo>,
+    tenants: Vec<String>,
+}
 
 impl Observer for Seen {
+    fn started(&mut self, run: &RunInfo) {
+        self.started.push(run.clone());
+    }
     fn tenant_done(&mut self, report: &TenantReport) {
-        self.0.push(report.schema.to_string());
+        self.tenants.push(report.schema.to_string());
     }
 }
 
 #[test]
-fn run_returns_typed_reports_and_streams_progress() {
+fn runner_applies_the_embedded_set_and_streams_progress() {
     let db = TestDb::new();
     create_schemas(&db, &["lib_a", "lib_b"]);
-    let mut config = RunConfig::new(&db.url, TenantSource::List(vec!["lib_b".into(), "lib_a".into()]));
-    config.concurrency = 2;
+    let runner = Runner::new(&BASIC_EMBEDDED)
+        .database_url(&db.url_with_password("s3cr3t-lib"))
+        .tenants(TenantSource::list(["lib_b", "lib_a"]))
+        .concurrency(2);
     let mut seen = Seen::default();
-    let report = migrate_tenants::run(&config, &Command::Up { to: None }, &mut seen).expect("run");
-    assert_eq!(report.command, RunKind::Up);
+    let report = runner.run(&Task::Up { to: None }, &mut seen).expect("run");
+    assert_eq!(report.run.command, RunKind::Up);
     assert_eq!(report.exit_code(), 0);
     assert_eq!(report.summary.applied, 10);
     let names: Vec<&str> = report.tenants.iter().map(|t| t.schema.as_str()).collect();
     assert_eq!(names, ["lib_a", "lib_b"], "reports come back sorted");
     for tenant in &report.tenants {
         assert_eq!(tenant.outcome, Outcome::Changed);
-        assert_eq!(tenant.version_after.as_deref(), Some(EMBEDDED[4]));
-        assert_eq!(tenant.applied, versions(&EMBEDDED));
+        assert_eq!(tenant.version_after.as_deref(), Some(BASIC[4]));
+        assert_eq!(tenant.applied, versions(&BASIC));
     }
-    seen.0.sort();
-    assert_eq!(seen.0, ["lib_a", "lib_b"], "the observer saw every tenant");
+    seen.tenants.sort();
+    assert_eq!(seen.tenants, ["lib_a", "lib_b"], "the observer saw every tenant");
+    assert_eq!(seen.started.len(), 1);
+    let run = &seen.started[0];
+    assert_eq!(run.source.kind, "embedded");
+    assert_eq!(run.source.migrations, 5);
+    assert_eq!(run.source.newest.as_deref(), Some(BASIC_DIRS[4]));
+    assert!(run.source.origin.contains("tests/fixtures/basic"), "{}", run.source.origin);
+    assert!(run.source.origin.contains(env!("CARGO_PKG_NAME")), "{}", run.source.origin);
+    assert_eq!(run.target.database, db.name);
+    assert_eq!(run.target.user, "postgres");
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("s3cr3t-lib"), "{json}");
+    assert!(json.contains("\"target\"") && json.contains("\"source\""), "{json}");
 
-    let down = migrate_tenants::run(&config, &Command::Down(DownTarget::Steps(2)), &mut ()).expect("down");
-    assert!(down.tenants.iter().all(|t| t.reverted == [EMBEDDED[4], EMBEDDED[3]]));
-    assert_eq!(history(&db, "lib_a"), versions(&EMBEDDED[..3]));
+    let down = runner.down(DownTarget::Steps(2)).expect("down");
+    assert!(down.tenants.iter().all(|t| t.reverted == [BASIC[4], BASIC[3]]));
+    assert_eq!(history(&db, "lib_a"), versions(&BASIC[..3]));
 }
 
 #[test]
-fn run_errors_carry_their_exit_code() {
-    let config = RunConfig::new(
-        "postgres://postgres@127.0.0.1:1/none",
-        TenantSource::List(vec!["a".into()]),
-    );
-    let error = migrate_tenants::run(&config, &Command::Status, &mut ()).unwrap_err();
+fn an_application_set_migrates_with_its_own_migrations_only() {
+    let db = TestDb::new();
+    let runner = Runner::new(&APP)
+        .database_url(&db.url)
+        .tenants(TenantSource::list(["shop_1", "shop_2"]))
+        .missing(MissingPolicy::Create);
+    let report = runner.up().expect("up");
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    let shared = report.shared.as_ref().expect("the shared set beside it was embedded");
+    assert_eq!(shared.applied, ["20250101000000"]);
+    for tenant in ["shop_1", "shop_2"] {
+        assert_eq!(tables_in(&db, tenant), ["__diesel_schema_migrations", "invoices"]);
+        assert_eq!(
+            history(&db, tenant),
+            ["20250201090000", "20250202090000", "202502030900indexinvoicesdue"]
+        );
+    }
+    assert_eq!(tables_in(&db, "public"), ["__diesel_schema_migrations", "app_plans"]);
+    let foreign = db.query("SELECT count(*) FROM pg_class WHERE relname IN ('users', 'projects', 'tasks')");
+    assert_eq!(foreign, "0", "nothing of another set was applied");
+}
+
+#[test]
+fn runner_works_on_the_applications_pool_and_leaves_its_connections_clean() {
+    let db = TestDb::new();
+    create_schemas(&db, &["pool_a", "pool_b", "pool_c"]);
+    let pool = Pool::builder()
+        .max_size(3)
+        .build(ConnectionManager::<PgConnection>::new(&db.url))
+        .expect("pool");
+    let report = Runner::new(&BASIC_EMBEDDED)
+        .pool(pool.clone())
+        .tenants(TenantSource::Pattern("pool\\_%".into()))
+        .concurrency(8)
+        .up()
+        .expect("up");
+    assert_eq!(report.summary.changed, 3, "{report:?}");
+    assert!(report.tenants.iter().all(|t| t.applied == versions(&BASIC)));
+    // Every connection the pool hands out again has the default search_path.
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Path {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        path: String,
+    }
+    for _ in 0..3 {
+        let mut conn = pool.get().unwrap();
+        let p: Path = diesel::sql_query("SELECT current_setting('search_path') AS path")
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(p.path, "\"$user\", public");
+    }
+    let one = Pool::builder()
+        .max_size(1)
+        .build(ConnectionManager::<PgConnection>::new(&db.url))
+        .unwrap();
+    let error = Runner::new(&BASIC_EMBEDDED)
+        .pool(one)
+        .tenants(TenantSource::list(["pool_a"]))
+        .status()
+        .unwrap_err();
+    assert!(matches!(error, Error::Config(_)), "{error}");
+}
+
+#[test]
+fn the_embedded_constant_is_also_a_diesel_migration_source() {
+    use diesel::migration::MigrationSource;
+    use diesel::pg::Pg;
+    use diesel_migrations::MigrationHarness;
+    let db = TestDb::new();
+    let mut conn = <PgConnection as diesel::Connection>::establish(&db.url).unwrap();
+    let names: Vec<String> = MigrationSource::<Pg>::migrations(&BASIC_EMBEDDED)
+        .unwrap()
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    assert_eq!(names, BASIC_DIRS);
+    let applied = conn.run_pending_migrations(BASIC_EMBEDDED).expect("diesel runs them");
+    assert_eq!(applied.len(), 5);
+    assert_eq!(history(&db, "public"), versions(&BASIC));
+}
+
+#[test]
+fn errors_are_typed_and_carry_their_exit_code() {
+    let runner = Runner::new(&BASIC_EMBEDDED).database_url("postgres://postgres@127.0.0.1:1/none");
+    let error = runner.clone().tenants(TenantSource::list(["a"])).status().unwrap_err();
+    assert!(matches!(error, Error::Unreachable(_)), "{error}");
     assert_eq!(error.exit_code(), 3);
-    let bad = RunConfig::new(
-        "postgres://postgres@127.0.0.1:1/none",
-        TenantSource::List(vec!["Bad".into()]),
-    );
-    assert_eq!(
-        migrate_tenants::run(&bad, &Command::Status, &mut ())
-            .unwrap_err()
-            .exit_code(),
-        2
-    );
+    let bad = runner.clone().tenants(TenantSource::list(["Bad"])).status().unwrap_err();
+    assert!(matches!(bad, Error::Discovery(_)), "{bad}");
+    assert_eq!(bad.exit_code(), 2);
+    let unknown = runner
+        .clone()
+        .tenants(TenantSource::list(["a"]))
+        .run(&Task::Up { to: Some("1999".into()) }, &mut ())
+        .unwrap_err();
+    assert!(matches!(unknown, Error::Command(CommandError::UnknownVersion { .. })), "{unknown}");
+    let none = runner.status().unwrap_err();
+    assert!(matches!(none, Error::Config(_)), "{none}");
+    for e in [error, bad, unknown, none] {
+        assert!(!e.to_string().contains("--"), "no CLI flag in a library message: {e}");
+    }
+}
+
+#[test]
+fn a_missing_schema_is_a_typed_failure_without_cli_hints() {
+    let db = TestDb::new();
+    let report = Runner::new(&BASIC_EMBEDDED)
+        .database_url(&db.url)
+        .tenants(TenantSource::list(["ghost"]))
+        .up()
+        .unwrap();
+    match &report.tenants[0].outcome {
+        Outcome::Failed { failure, error, .. } => {
+            assert_eq!(*failure, FailureKind::MissingSchema);
+            assert!(!error.contains("--"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

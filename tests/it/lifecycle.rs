@@ -36,7 +36,7 @@ fn up_migrates_every_tenant_and_status_reports_it() {
         &out.stdout,
         &["up: 3 tenant(s): 3 changed, 0 unchanged, 0 failed, 0 skipped; 15 migration(s) applied"],
     );
-    assert_all_at(&db, &EMBEDDED);
+    assert_all_at(&db, &BASIC);
     // Migration 5 ran: the column and the enum value exist.
     assert_eq!(
         db.query(
@@ -130,7 +130,7 @@ fn down_by_steps_to_version_and_all() {
         assert!(!relation_exists(&db, t, "tasks"), "{t}.tasks still exists");
         assert!(relation_exists(&db, t, "projects"));
     }
-    assert_all_at(&db, &EMBEDDED[..3]);
+    assert_all_at(&db, &BASIC[..3]);
     assert_eq!(
         db.query(
             "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'acme' \
@@ -148,11 +148,11 @@ fn down_by_steps_to_version_and_all() {
             &format!("{t}: 20240101000003 -> 20240101000002 (1 reverted"),
         );
     }
-    assert_all_at(&db, &EMBEDDED[..2]);
+    assert_all_at(&db, &BASIC[..2]);
 
     // Back up, then `down --to` reverts everything newer than the version (either spelling).
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
-    assert_all_at(&db, &EMBEDDED);
+    assert_all_at(&db, &BASIC);
     let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--to", "2024-01-01-000001"]);
     assert_code(&out, 0);
     for t in TENANTS {
@@ -162,12 +162,12 @@ fn down_by_steps_to_version_and_all() {
         );
         assert!(!relation_exists(&db, t, "users"));
     }
-    assert_all_at(&db, &EMBEDDED[..1]);
+    assert_all_at(&db, &BASIC[..1]);
 
     // Nothing newer than the target: nothing to do.
     let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--to", "20240101000001"]);
     assert_code(&out, 0);
-    assert_all_at(&db, &EMBEDDED[..1]);
+    assert_all_at(&db, &BASIC[..1]);
 
     // `down --all` leaves only the (empty) history table.
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
@@ -203,7 +203,7 @@ fn up_to_stops_at_the_version() {
         assert!(relation_exists(&db, t, "users"));
         assert!(!relation_exists(&db, t, "projects"));
     }
-    assert_all_at(&db, &EMBEDDED[..2]);
+    assert_all_at(&db, &BASIC[..2]);
 
     let out = mt(&db, &["--tenants", TENANT_ARG, "status"]);
     assert_eq!(
@@ -214,7 +214,7 @@ fn up_to_stops_at_the_version() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "up", "--to", "20240101000004"]);
     assert_code(&out, 0);
     assert_changed_line(&out.stdout, "initech: 20240101000002 -> 20240101000004 (2 applied");
-    assert_all_at(&db, &EMBEDDED[..4]);
+    assert_all_at(&db, &BASIC[..4]);
 
     // An unknown target is a usage error, before anything changes.
     let before = snapshot(&db);
@@ -256,7 +256,7 @@ fn redo_reverts_and_reapplies_the_newest() {
             "t"
         );
     }
-    assert_all_at(&db, &EMBEDDED[..3]);
+    assert_all_at(&db, &BASIC[..3]);
 
     let out = mt(&db, &["--tenants", TENANT_ARG, "redo", "--steps", "2"]);
     assert_code(&out, 0);
@@ -264,7 +264,7 @@ fn redo_reverts_and_reapplies_the_newest() {
         &out.stdout,
         "acme: 20240101000003 -> 20240101000003 (2 reverted, 2 applied",
     );
-    assert_all_at(&db, &EMBEDDED[..3]);
+    assert_all_at(&db, &BASIC[..3]);
     assert_eq!(db.query("SELECT count(*) FROM acme.users"), "0");
 }
 
@@ -273,7 +273,7 @@ fn list_shows_the_embedded_set() {
     let out = mt_bare(&["list"]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["5 migration(s) from the embedded migrations"]);
-    for (v, dir) in EMBEDDED.iter().zip(EMBEDDED_DIRS) {
+    for (v, dir) in BASIC.iter().zip(BASIC_DIRS) {
         assert_eq!(line(&out.stdout, v), format!("{v}  {dir}  [reversible]"));
     }
 }
@@ -378,11 +378,11 @@ fn unknown_applied_version_is_reported_and_blocks_down() {
         .expect("a failed-tenants summary");
     assert_contains(summary, &["acme", "20991231000000"]);
     // acme is untouched; the others were reverted.
-    let mut expected = versions(&EMBEDDED);
+    let mut expected = versions(&BASIC);
     expected.push("20991231000000".into());
     assert_eq!(history(&db, "acme"), expected);
     assert!(relation_exists(&db, "acme", "tasks"));
     for t in ["globex", "initech"] {
-        assert_eq!(history(&db, t), versions(&EMBEDDED[..4]));
+        assert_eq!(history(&db, t), versions(&BASIC[..4]));
     }
 }

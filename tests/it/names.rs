@@ -103,7 +103,7 @@ fn schema_pattern_never_selects_public_or_invalid_schemas() {
     assert_contains(&out.stdout, &["2 tenant(s)"]);
     assert_contains(&out.stderr, &["skipped invalid tenant name", "Upper"]);
     for t in ["acme", "globex"] {
-        assert_eq!(history(&db, t), versions(&EMBEDDED));
+        assert_eq!(history(&db, t), versions(&BASIC));
     }
     assert!(!has_history(&db, "Upper"));
     assert_public_empty(&db);
@@ -123,7 +123,7 @@ fn tenants_file_names_are_validated_too() {
     let out = mt(&db, &["--tenants-file", file.to_str().unwrap(), "up"]);
     assert_code(&out, 0);
     assert_eq!(out.stderr.matches("skipped invalid tenant name").count(), 2);
-    assert_eq!(history(&db, "acme"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "acme"), versions(&BASIC));
     assert_eq!(user_schemas(&db), ["acme", "public"]);
 }
 
@@ -137,8 +137,8 @@ fn longest_and_underscore_names_are_valid_and_not_truncated() {
     assert_changed_line(&out.stdout, &format!("{long}: none -> 20240101000005 (5 applied"));
     assert_changed_line(&out.stdout, "_x: none -> 20240101000005 (5 applied");
     assert_eq!(user_schemas(&db), ["_x", "public", long.as_str()]);
-    assert_eq!(history(&db, &long), versions(&EMBEDDED));
-    assert_eq!(history(&db, "_x"), versions(&EMBEDDED));
+    assert_eq!(history(&db, &long), versions(&BASIC));
+    assert_eq!(history(&db, "_x"), versions(&BASIC));
 }
 
 #[test]
@@ -152,14 +152,14 @@ fn selection_deduplicates_includes_and_excludes() {
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["2 tenant(s)"]);
     assert_eq!(out.stdout.matches("acme: ").count(), 1, "acme ran twice?");
-    assert_eq!(history(&db, "acme"), versions(&EMBEDDED));
-    assert_eq!(history(&db, "initech"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "acme"), versions(&BASIC));
+    assert_eq!(history(&db, "initech"), versions(&BASIC));
     assert!(!has_history(&db, "globex"));
 
     let out = mt(&db, &["--tenants", "acme,globex,initech", "--tenant", "globex", "down"]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["1 tenant(s)"]);
-    assert_eq!(history(&db, "acme"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "acme"), versions(&BASIC));
     assert!(!has_history(&db, "globex"));
     assert_contains(&out.stdout, &["globex: nothing to revert (at none)"]);
 }

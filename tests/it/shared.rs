@@ -44,8 +44,8 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
         out.stdout
     );
     assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
-    assert_eq!(history(&db, "ra"), versions(&EMBEDDED));
-    assert_eq!(history(&db, "rb"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "ra"), versions(&BASIC));
+    assert_eq!(history(&db, "rb"), versions(&BASIC));
     assert!(!schema_exists(&db, "rc"));
 
     let status = up_with_shared(&db, &shared, &["status"]);
@@ -91,11 +91,11 @@ fn down_leaves_the_shared_schema_alone_unless_asked() {
     let down = up_with_shared(&db, &shared, &["down"]);
     assert_code(&down, 0);
     assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
-    assert_eq!(history(&db, "ra"), versions(&EMBEDDED[..4]));
+    assert_eq!(history(&db, "ra"), versions(&BASIC[..4]));
 
     let with_shared = up_with_shared(&db, &shared, &["down", "--shared"]);
     assert_code(&with_shared, 0);
-    assert_eq!(history(&db, "ra"), versions(&EMBEDDED[..3]));
+    assert_eq!(history(&db, "ra"), versions(&BASIC[..3]));
     assert!(history(&db, "public").is_empty());
     assert!(!relation_exists(&db, "public", "tenant_registry"));
 }
@@ -104,10 +104,10 @@ fn down_leaves_the_shared_schema_alone_unless_asked() {
 fn up_to_a_tenant_version_still_runs_the_whole_shared_set() {
     let db = TestDb::new();
     let shared = shared_set(REGISTRY);
-    let out = up_with_shared(&db, &shared, &["up", "--to", EMBEDDED[1]]);
+    let out = up_with_shared(&db, &shared, &["up", "--to", BASIC[1]]);
     assert_code(&out, 0);
     assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
-    assert_eq!(history(&db, "ra"), versions(&EMBEDDED[..2]));
+    assert_eq!(history(&db, "ra"), versions(&BASIC[..2]));
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn the_shared_schema_is_never_a_tenant() {
     assert_code(&out, 0);
     assert_contains(&out.stderr, &["\"shared_stuff\" is the shared schema, never a tenant"]);
     assert_eq!(history(&db, "shared_stuff"), versions(&["20240101000001"]));
-    assert_eq!(history(&db, "ta"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "ta"), versions(&BASIC));
     assert!(relation_exists(&db, "shared_stuff", "lookup"));
     assert!(!relation_exists(&db, "shared_stuff", "users"));
 }
@@ -184,7 +184,7 @@ fn down_shared_refuses_an_irreversible_shared_migration_before_any_tenant() {
         &out.stderr,
         &["2024-01-01-000001_forever has no down.sql", "nothing was changed"],
     );
-    assert_eq!(history(&db, "ta"), versions(&EMBEDDED));
+    assert_eq!(history(&db, "ta"), versions(&BASIC));
     assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
 }
 

@@ -21,6 +21,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "TENANTS_QUERY",
     "TENANT_SCHEMA_PATTERN",
     "MIGRATION_DIRECTORY",
+    "SHARED_MIGRATION_DIRECTORY",
     "RUST_LOG",
     "DIESEL_CONFIG_FILE",
 ];
@@ -124,7 +125,9 @@ impl Drop for TestDb {
 
 /// `std::process::Command` for the migrate-tenants binary, with the configuration environment
 /// variables removed and the current directory set to a fresh empty directory (so no `.env` or
-/// `diesel.toml` is picked up).
+/// `diesel.toml` is picked up), and the tests' basic fixture set as `MIGRATION_DIRECTORY`
+/// (the stock binary has no migrations of its own; `--migrations-dir` wins over it, and
+/// tests of the directory lookup remove it).
 pub fn cli() -> Command {
     let dir = work_dir().join(format!("cli-{}", CLI_COUNTER.fetch_add(1, Ordering::SeqCst)));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("could not create {}: {e}", dir.display()));
@@ -132,6 +135,10 @@ pub fn cli() -> Command {
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
+    cmd.env(
+        "MIGRATION_DIRECTORY",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/basic"),
+    );
     cmd.current_dir(dir);
     cmd
 }

@@ -6,7 +6,7 @@ migration with that version already exists (two generated in one second), a dies
 style `-NNNN` suffix makes the version distinct and still sorted after the first.
 */
 
-use crate::migration_set::version_of;
+use migrate_tenants_set::version_of;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 
@@ -104,7 +104,7 @@ fn down_template(dir_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migration_set::MigrationSet;
+    use migrate_tenants_set::MigrationSet;
     use chrono::TimeZone;
 
     #[test]

@@ -1,14 +1,21 @@
 /*!
-The migration set: loading diesel migration directories (embedded or from disk) and
-validating them before any database work.
+Reading and validating diesel migration sets, shared by the `migrate-tenants` library (at run
+time) and its `embed_migrations!` macro (at compile time), so that a set the runner would
+refuse fails the application's build instead.
 
 diesel accepts almost anything (duplicate versions collapse, an invalid `metadata.toml`
 silently means "in a transaction", a top-level `COMMIT` breaks atomicity at run time).
 Here every problem is found up front and reported together, naming the directory, so a
-broken set never touches a tenant.
+broken set never touches a tenant. Names follow diesel: the version is the directory name up
+to its first `_`, dashes removed, and migrations run in version order.
+
+This crate does no database work and has no stable API of its own: use it through
+`migrate-tenants`.
 */
 
-use crate::sql_lexer::{split_statements, Statement};
+pub mod sql_lexer;
+
+use sql_lexer::{split_statements, Statement};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +49,7 @@ pub struct Migration {
 }
 
 impl Migration {
-    /// The part of the directory name after the version.
+    /// The part of the directory name after the version (empty when the name has no `_`).
     pub fn name(&self) -> &str {
         self.dir_name.split_once('_').map_or("", |(_, name)| name)
     }
@@ -51,8 +58,15 @@ impl Migration {
 /// Where a set was loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// Compiled into the binary from the crate's `migrations/` directory.
-    Embedded,
+    /// Compiled into an application by `embed_migrations!`.
+    Embedded {
+        /// The crate that embedded it (`CARGO_PKG_NAME` of the application).
+        package: String,
+        /// That crate's version.
+        version: String,
+        /// The directory, as given to the macro (relative to the crate's manifest).
+        dir: String,
+    },
     /// Read at run time from a directory.
     Directory(PathBuf),
 }
@@ -60,7 +74,9 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Embedded => f.write_str("the embedded migrations"),
+            Origin::Embedded { package, version, dir } => {
+                write!(f, "{dir}/ embedded in {package} {version}")
+            }
             Origin::Directory(dir) => write!(f, "{}", dir.display()),
         }
     }
@@ -86,19 +102,6 @@ pub struct RawMigration {
     pub metadata: Option<String>,
 }
 
-/// Files of one embedded migration (written by `build.rs`).
-#[derive(Debug, Clone, Copy)]
-pub struct EmbeddedFiles {
-    /// Directory name.
-    pub dir_name: &'static str,
-    /// `up.sql`, if present.
-    pub up: Option<&'static str>,
-    /// `down.sql`, if present.
-    pub down: Option<&'static str>,
-    /// `metadata.toml`, if present.
-    pub metadata: Option<&'static str>,
-}
-
 /// A migration set that cannot be used; lists every problem found.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid migration set in {origin}:{}", problems.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
@@ -110,47 +113,14 @@ pub struct SetError {
 }
 
 impl MigrationSet {
-    /// The migrations compiled into this binary.
-    pub fn embedded() -> Result<MigrationSet, SetError> {
-        MigrationSet::validate(Origin::Embedded, raw_embedded(crate::embedded::FILES))
-    }
-
-    /// The shared-schema migrations compiled into this binary, if there are any.
-    pub fn embedded_shared() -> Result<Option<MigrationSet>, SetError> {
-        let files = crate::embedded::SHARED_FILES;
-        if files.is_empty() {
-            return Ok(None);
-        }
-        MigrationSet::validate(Origin::Embedded, raw_embedded(files)).map(Some)
-    }
-
     /// Reads and validates a migrations directory. Plain files and dot-entries in it
     /// (`README.md`, `.keep`, stray `.sql` files) are ignored, as diesel ignores them.
     pub fn from_dir(dir: &Path) -> Result<MigrationSet, SetError> {
         let origin = Origin::Directory(dir.to_path_buf());
-        let fail = |problem: String| SetError {
+        let raw = read_dir(dir).map_err(|problem| SetError {
             origin: origin.clone(),
             problems: vec![problem],
-        };
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| fail(format!("cannot read the directory: {e} (check the path given)")))?;
-        let mut raw = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| fail(format!("cannot list the directory: {e}")))?;
-            let dir_name = entry.file_name().to_string_lossy().into_owned();
-            if dir_name.starts_with('.') || !entry.path().is_dir() {
-                continue;
-            }
-            let read = |file: &str| {
-                read_optional(&entry.path().join(file)).map_err(|e| fail(format!("{dir_name}/{file}: {e}")))
-            };
-            raw.push(RawMigration {
-                up: read("up.sql")?,
-                down: read("down.sql")?,
-                metadata: read("metadata.toml")?,
-                dir_name,
-            });
-        }
+        })?;
         MigrationSet::validate(origin, raw)
     }
 
@@ -190,6 +160,11 @@ impl MigrationSet {
         &self.migrations
     }
 
+    /// The newest migration.
+    pub fn newest(&self) -> Option<&Migration> {
+        self.migrations.last()
+    }
+
     /// The migration with this version.
     pub fn get(&self, version: &str) -> Option<&Migration> {
         self.migrations.iter().find(|m| m.version == version)
@@ -198,21 +173,31 @@ impl MigrationSet {
     /// Normalises a version given by a user (`2024-01-01-000001` or `20240101000001`,
     /// or a whole directory name) and checks the set knows it.
     pub fn resolve_version(&self, given: &str) -> Option<&Migration> {
-        let version = version_of(given);
-        self.get(&version)
+        self.get(&version_of(given.trim()))
     }
 }
 
-fn raw_embedded(files: &[EmbeddedFiles]) -> Vec<RawMigration> {
-    files
-        .iter()
-        .map(|f| RawMigration {
-            dir_name: f.dir_name.to_string(),
-            up: f.up.map(str::to_string),
-            down: f.down.map(str::to_string),
-            metadata: f.metadata.map(str::to_string),
-        })
-        .collect()
+/// The migration directories under `dir` with their files, unvalidated: subdirectories only,
+/// skipping dot-entries as diesel does. The error says what could not be read.
+pub fn read_dir(dir: &Path) -> Result<Vec<RawMigration>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read the directory: {e}"))?;
+    let mut raw = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list the directory: {e}"))?;
+        let dir_name = entry.file_name().to_string_lossy().into_owned();
+        if dir_name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        let read = |file: &str| read_optional(&entry.path().join(file)).map_err(|e| format!("{dir_name}/{file}: {e}"));
+        raw.push(RawMigration {
+            up: read("up.sql")?,
+            down: read("down.sql")?,
+            metadata: read("metadata.toml")?,
+            dir_name,
+        });
+    }
+    raw.sort_by(|a, b| a.dir_name.cmp(&b.dir_name));
+    Ok(raw)
 }
 
 /// diesel's rule: the directory name up to the first `_`, with `-` removed.
@@ -234,13 +219,14 @@ fn check_migration(raw: RawMigration, problems: &mut Vec<String>) -> Option<Migr
     let dir = raw.dir_name.as_str();
     let before = problems.len();
     let version = version_of(dir);
-    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+    if version.is_empty() {
         problems.push(format!(
-            "{dir}: the name must be <version>_<name> with a numeric version such as 2024-01-01-000001"
+            "{dir}: no version: diesel takes the name up to its first `_`, without dashes, as the version \
+             (name it <version>_<name>, e.g. 2024-01-01-000001_create_users)"
         ));
     } else if version.len() > MAX_VERSION_LEN {
         problems.push(format!(
-            "{dir}: version {version} is {} characters; diesel records at most {MAX_VERSION_LEN}",
+            "{dir}: version {version} is {} characters; diesel's history table records at most {MAX_VERSION_LEN}",
             version.len()
         ));
     }
@@ -397,8 +383,12 @@ mod tests {
         }
     }
 
+    fn origin() -> Origin {
+        Origin::Directory(PathBuf::from("test"))
+    }
+
     fn problems(raws: Vec<RawMigration>) -> Vec<String> {
-        MigrationSet::validate(Origin::Embedded, raws).unwrap_err().problems
+        MigrationSet::validate(origin(), raws).unwrap_err().problems
     }
 
     #[test]
@@ -408,15 +398,37 @@ mod tests {
     }
 
     #[test]
-    fn the_embedded_set_is_valid() {
-        let set = MigrationSet::embedded().unwrap();
-        assert!(set.migrations().len() >= 4);
+    fn every_name_diesel_accepts_is_accepted_in_diesel_order() {
+        let set = MigrationSet::validate(
+            origin(),
+            vec![
+                raw("2023-05-23-1715-update-subgraph-deployment-assignment", "SELECT 1;", None, None),
+                raw("2023-05-23-171500_b", "SELECT 1;", None, None),
+                raw("00000000000000_diesel_initial_setup", "SELECT 1;", None, None),
+                raw("2026-11-24-182640-0000_x", "SELECT 1;", None, None),
+            ],
+        )
+        .unwrap();
+        let versions: Vec<&str> = set.migrations().iter().map(|m| m.version.as_str()).collect();
+        assert_eq!(
+            versions,
+            [
+                "00000000000000",
+                "20230523171500",
+                "202305231715updatesubgraphdeploymentassignment",
+                "202611241826400000"
+            ]
+        );
+        assert_eq!(set.migrations()[2].name(), "");
+        let p = problems(vec![raw("_x", "SELECT 1;", None, None), raw("--_y", "SELECT 1;", None, None)]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("no version"), "{p:?}");
     }
 
     #[test]
     fn down_kinds() {
         let set = MigrationSet::validate(
-            Origin::Embedded,
+            origin(),
             vec![
                 raw("1_a", "SELECT 1;", None, None),
                 raw("2_b", "SELECT 1;", Some("-- nothing"), None),
@@ -448,7 +460,7 @@ mod tests {
                 None,
                 Some("run_in_transaction = false"),
             ),
-            raw("x_name", "SELECT 1;", None, None),
+            raw("_name", "SELECT 1;", None, None),
         ]);
         let all = p.join("\n");
         for needle in [
@@ -460,7 +472,7 @@ mod tests {
             "7_commit/up.sql line 1: `COMMIT`",
             "8_path/up.sql line 1",
             "9_multi/up.sql: 2 statements",
-            "x_name: the name",
+            "_name: no version",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
@@ -469,6 +481,6 @@ mod tests {
     #[test]
     fn function_attributes_and_do_blocks_pass() {
         let up = "CREATE FUNCTION f() RETURNS void LANGUAGE sql SET search_path FROM CURRENT AS $$ SELECT 1 $$;\nDO $$ BEGIN PERFORM 1; END $$;\nSAVEPOINT a; ROLLBACK TO SAVEPOINT a;";
-        assert!(MigrationSet::validate(Origin::Embedded, vec![raw("1_f", up, None, None)]).is_ok());
+        assert!(MigrationSet::validate(origin(), vec![raw("1_f", up, None, None)]).is_ok());
     }
 }

@@ -1,15 +1,14 @@
 /*!
-Command-line flags, and their conversion into the library's plain configuration.
+Command-line flags, and their conversion into the library's [`Runner`].
 
-clap types live only here (the library never sees them). [`Cli::into_plan`] turns what the
-user typed into a [`RunConfig`] and a command once, checking what clap cannot.
+clap types live only here (the library never sees them). [`Global::configure`] turns what
+the user typed into the runner's settings once, checking what clap cannot.
 */
 
+use crate::database::DatabaseUrl;
+use crate::{DownTarget, MissingPolicy, Runner, Task, TenantSource};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use migrate_tenants::config::{DownTarget, MigrationSource, MissingPolicy, SharedConfig, TenantSource};
-use migrate_tenants::database::DatabaseUrl;
-use migrate_tenants::{Command, RunConfig, SchemaName};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const EXIT_CODES: &str = "\
@@ -21,8 +20,9 @@ Exit codes:
   3  the database could not be reached
 
 Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
-MIGRATE_TENANTS_CONCURRENCY, RUST_LOG (logging; quiet by default). A .env file in the current
-directory is loaded first.";
+SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY, RUST_LOG (logging;
+quiet by default). A .env file in the current directory, or else the nearest parent directory
+that has one, is loaded first; variables already set win over it.";
 
 /// Run diesel migrations once per tenant schema of a schema-per-tenant PostgreSQL database.
 #[derive(Debug, Parser)]
@@ -42,20 +42,15 @@ pub struct Global {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Read migrations from this directory at run time instead of the embedded set
-    /// (default: diesel.toml's [migrations_directory] dir, else the embedded set).
-    #[arg(
-        long,
-        env = "MIGRATION_DIRECTORY",
-        global = true,
-        hide_env_values = true,
-        value_name = "DIR"
-    )]
+    /// Migrations directory [env: MIGRATION_DIRECTORY] (default: diesel.toml's
+    /// [migrations_directory] dir, found like the diesel CLI does, else migrations/ in the
+    /// project root). Not for binaries with embedded migrations.
+    #[arg(long, global = true, value_name = "DIR")]
     pub migrations_dir: Option<PathBuf>,
 
     /// Worker threads (and pooled connections); each tenant holds one connection for its whole run.
     #[arg(long, env = "MIGRATE_TENANTS_CONCURRENCY",
-        hide_env_values = true, global = true, default_value_t = migrate_tenants::config::DEFAULT_CONCURRENCY, value_name = "N")]
+        hide_env_values = true, global = true, default_value_t = crate::DEFAULT_CONCURRENCY, value_name = "N")]
     pub concurrency: usize,
 
     /// Seconds to wait for the database before giving up (exit code 3).
@@ -80,8 +75,9 @@ pub struct Global {
     #[arg(long, global = true, default_value = "public", value_name = "SCHEMA")]
     pub shared_schema: String,
 
-    /// Read the shared-schema migrations from this directory (default: the embedded
-    /// migrations_shared/ set, if the binary has one).
+    /// Shared-schema migrations directory [env: SHARED_MIGRATION_DIRECTORY] (default:
+    /// migrations_shared/ beside the migrations directory, if it exists). Not for binaries
+    /// with embedded migrations.
     #[arg(long, global = true, value_name = "DIR")]
     pub shared_migrations_dir: Option<PathBuf>,
 
@@ -190,7 +186,7 @@ pub enum CliCommand {
     },
     /// Show each tenant's version, applied and pending counts, and unknown versions.
     Status,
-    /// List the migrations this binary knows.
+    /// List the migrations this binary runs (no database needed).
     List,
     /// Create <migrations dir>/<YYYY-MM-DD-HHMMSS>_<name>/{up.sql,down.sql}.
     Generate {
@@ -227,6 +223,9 @@ pub enum TenantCommand {
         /// Also drop schemas without a __diesel_schema_migrations table.
         #[arg(long)]
         force: bool,
+        /// Skip a schema that does not exist instead of failing it.
+        #[arg(long)]
+        if_exists: bool,
     },
     /// Each discovered tenant with its version and pending count.
     List,
@@ -251,62 +250,35 @@ impl Global {
         }
     }
 
-    /// Where migrations come from: --migrations-dir / MIGRATION_DIRECTORY, then
-    /// diesel.toml, then the embedded set.
-    pub fn migration_source(&self) -> Result<MigrationSource, UsageError> {
-        if let Some(dir) = &self.migrations_dir {
-            return Ok(MigrationSource::Directory(dir.clone()));
-        }
-        Ok(diesel_toml_dir()?.map_or(MigrationSource::Embedded, MigrationSource::Directory))
-    }
-
-    /// The directory `generate` writes to: like [`Global::migration_source`], else `./migrations`.
-    pub fn generate_dir(&self) -> Result<PathBuf, UsageError> {
-        Ok(match self.migration_source()? {
-            MigrationSource::Directory(dir) => dir,
-            MigrationSource::Embedded => PathBuf::from("migrations"),
-        })
-    }
-
-    /// The library's configuration for a fleet command.
-    /// `tenants` replaces the tenant flags (for commands that name their tenants).
-    pub fn run_config(
-        &self,
-        include_shared_in_down: bool,
-        tenants: Option<TenantSource>,
-    ) -> Result<RunConfig, UsageError> {
-        let url = self.database_url()?;
-        let source = match tenants {
-            Some(source) => source,
-            None => self.tenants.source()?,
-        };
-        let mut config = RunConfig::new(url.expose(), source);
-        config.database_url = url;
-        config.migrations = self.migration_source()?;
-        config.only = self.tenants.only.clone();
-        config.exclude = self.tenants.exclude.clone();
-        config.strict = self.tenants.strict;
-        config.missing = self.tenants.missing_policy();
+    /// The runner with every global setting applied; `tenants` replaces the tenant flags
+    /// (for commands that name their tenants).
+    pub fn configure(&self, runner: Runner, tenants: Option<TenantSource>) -> Result<Runner, UsageError> {
         if self.concurrency == 0 {
             return Err(UsageError(
                 "--concurrency (MIGRATE_TENANTS_CONCURRENCY) must be at least 1".into(),
             ));
         }
-        config.concurrency = self.concurrency;
-        config.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
-        config.settings.search_path_suffix = schema_list(&self.search_path_suffix)?;
-        config.settings.lock_timeout = self.lock_timeout.map(Duration::from_millis);
-        config.fail_fast = self.fail_fast;
-        config.shared = SharedConfig {
-            schema: SchemaName::shared(&self.shared_schema).map_err(|e| UsageError(format!("--shared-schema: {e}")))?,
-            migrations: Some(
-                self.shared_migrations_dir
-                    .clone()
-                    .map_or(MigrationSource::Embedded, MigrationSource::Directory),
-            ),
-            include_in_down: include_shared_in_down,
+        let source = match tenants {
+            Some(source) => source,
+            None => self.tenants.source()?,
         };
-        Ok(config)
+        let url = self.database_url()?;
+        let mut runner = runner
+            .connect_timeout(Duration::from_secs(self.connect_timeout.max(1)))
+            .database_url(url.expose())
+            .tenants(source)
+            .only(self.tenants.only.clone())
+            .exclude(self.tenants.exclude.clone())
+            .strict(self.tenants.strict)
+            .missing(self.tenants.missing_policy())
+            .concurrency(self.concurrency)
+            .search_path_suffix(self.search_path_suffix.split(',').map(str::trim).filter(|s| !s.is_empty()))
+            .fail_fast(self.fail_fast)
+            .shared_schema(&self.shared_schema);
+        if let Some(ms) = self.lock_timeout {
+            runner = runner.lock_timeout(Duration::from_millis(ms));
+        }
+        Ok(runner)
     }
 }
 
@@ -366,17 +338,17 @@ impl TenantArgs {
 }
 
 impl CliCommand {
-    /// The library command for fleet commands.
-    pub fn fleet_command(&self) -> Option<Command> {
+    /// The library task for fleet commands.
+    pub fn task(&self) -> Option<Task> {
         Some(match self {
-            CliCommand::Up { to } => Command::Up { to: to.clone() },
-            CliCommand::Down { steps, to, all, .. } => Command::Down(match (to, all) {
+            CliCommand::Up { to } => Task::Up { to: to.clone() },
+            CliCommand::Down { steps, to, all, .. } => Task::Down(match (to, all) {
                 (Some(v), _) => DownTarget::To(v.clone()),
                 (None, true) => DownTarget::All,
                 (None, false) => DownTarget::Steps(*steps),
             }),
-            CliCommand::Redo { steps } => Command::Redo { steps: *steps },
-            CliCommand::Status | CliCommand::Tenant(TenantCommand::List) => Command::Status,
+            CliCommand::Redo { steps } => Task::Redo { steps: *steps },
+            CliCommand::Status => Task::Status,
             _ => return None,
         })
     }
@@ -401,29 +373,3 @@ fn env_sources() -> Vec<(&'static str, TenantSource)> {
     sources
 }
 
-fn schema_list(list: &str) -> Result<Vec<SchemaName>, UsageError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| SchemaName::shared(s).map_err(|e| UsageError(format!("--search-path-suffix: {e}"))))
-        .collect()
-}
-
-/// `[migrations_directory] dir` from `DIESEL_CONFIG_FILE` or `./diesel.toml`, relative
-/// to the file's directory.
-fn diesel_toml_dir() -> Result<Option<PathBuf>, UsageError> {
-    let path = std::env::var_os("DIESEL_CONFIG_FILE").map_or_else(|| PathBuf::from("diesel.toml"), PathBuf::from);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(UsageError(format!("cannot read {}: {e}", path.display()))),
-    };
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| UsageError(format!("{} is not valid TOML: {e}", path.display())))?;
-    let dir = table
-        .get("migrations_directory")
-        .and_then(|m| m.get("dir"))
-        .and_then(|d| d.as_str());
-    Ok(dir.map(|d| path.parent().unwrap_or(Path::new(".")).join(d)))
-}

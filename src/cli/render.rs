@@ -4,11 +4,8 @@ JSON document (json). The engine never prints; this is the only place that decid
 results look.
 */
 
-use crate::cli::Format;
-use migrate_tenants::report::{FleetReport, Outcome, RunKind, TenantReport};
-use migrate_tenants::runner::Observer;
-use migrate_tenants::tenant::NameError;
-use migrate_tenants::SchemaName;
+use super::flags::Format;
+use crate::{FailureKind, FleetReport, NameError, Observer, Outcome, RunInfo, RunKind, SchemaName, TenantReport};
 use std::io::Write;
 
 /// Prints reports as they arrive.
@@ -33,12 +30,28 @@ impl Printer {
         };
     }
 
-    fn shows(&self, report: &TenantReport) -> bool {
-        self.format == Format::Human && (!self.quiet || report.failed())
+    /// Per-tenant lines: human output, not quiet (quiet prints failures once, in the summary).
+    fn shows(&self) -> bool {
+        self.format == Format::Human && !self.quiet
     }
 }
 
+/// The first line of a run: what runs, from where, on which database.
+pub fn run_line(run: &RunInfo) -> String {
+    let shared = match &run.shared_source {
+        Some(shared) => format!("; shared schema: {shared}"),
+        None => String::new(),
+    };
+    format!("{}: {}{shared}; database {}", run.command.name(), run.source, run.target)
+}
+
 impl Observer for Printer {
+    fn started(&mut self, run: &RunInfo) {
+        if self.format == Format::Human {
+            println!("{}", run_line(run));
+        }
+    }
+
     fn discovered(&mut self, tenants: &[SchemaName], invalid: &[NameError]) {
         if self.format == Format::Human {
             for e in invalid {
@@ -54,13 +67,13 @@ impl Observer for Printer {
     }
 
     fn shared_done(&mut self, report: &TenantReport) {
-        if self.shows(report) {
+        if self.shows() {
             println!("shared schema {}", tenant_line(report, self.kind));
         }
     }
 
     fn tenant_done(&mut self, report: &TenantReport) {
-        if self.shows(report) {
+        if self.shows() {
             println!("{}", tenant_line(report, self.kind));
             for note in &report.notes {
                 println!("    note: {note}");
@@ -99,7 +112,11 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
             format!("{name}: created at {after} ({}, {} ms)", counts(r), r.elapsed_ms)
         }
         Outcome::Changed => format!("{name}: {before} -> {after} ({}, {} ms)", counts(r), r.elapsed_ms),
-        Outcome::Failed { migration, error } => {
+        Outcome::Failed {
+            failure,
+            migration,
+            error,
+        } => {
             let at = migration.as_deref().map(|m| format!(" in {m}")).unwrap_or_default();
             let done = match r.applied.is_empty() && r.reverted.is_empty() {
                 true => String::new(),
@@ -109,9 +126,20 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
                 RunKind::TenantCreate | RunKind::TenantDrop if r.version_after.is_none() => String::new(),
                 _ => format!(", left at {after}"),
             };
-            format!("{name}: FAILED{at}{done}{left_at}: {error}")
+            format!("{name}: FAILED{at}{done}{left_at}: {error}{}", hint(*failure, kind))
         }
         Outcome::Skipped { reason } => format!("{name}: skipped: {reason}"),
+    }
+}
+
+/// What to do about a failure, naming this CLI's flags.
+fn hint(failure: FailureKind, kind: RunKind) -> &'static str {
+    match (failure, kind) {
+        (FailureKind::MissingSchema, RunKind::TenantDrop) => " (--if-exists skips it)",
+        (FailureKind::MissingSchema, _) => " (create it, or run with --missing create or --missing skip)",
+        (FailureKind::SchemaExists, _) => " (--if-not-exists migrates it instead)",
+        (FailureKind::NotATenant, _) => " (--force drops it anyway)",
+        _ => "",
     }
 }
 
@@ -134,18 +162,39 @@ fn counts(r: &TenantReport) -> String {
 /// The closing summary, naming every failed tenant.
 pub fn summary(fleet: &FleetReport) -> String {
     let s = &fleet.summary;
-    let mut text = format!(
-        "{}: {} tenant(s): {} changed, {} unchanged, {} failed, {} skipped; {} migration(s) applied, {} reverted in {} ms",
-        fleet.command.name(),
-        s.tenants,
-        s.changed,
-        s.unchanged,
-        s.failed,
-        s.skipped,
-        s.applied,
-        s.reverted,
-        fleet.elapsed_ms
-    );
+    let kind = fleet.run.command;
+    let mut text = if kind.reads_only() {
+        let (mut current, mut behind, mut missing) = (0, 0, 0);
+        for r in fleet.tenants.iter().filter(|r| r.outcome == Outcome::Unchanged) {
+            match (r.exists, r.pending_count) {
+                (false, _) => missing += 1,
+                (true, 0) => current += 1,
+                (true, _) => behind += 1,
+            }
+        }
+        format!(
+            "{}: {} tenant(s): {current} up to date, {behind} with pending migrations, {missing} missing, \
+             {} failed, {} skipped in {} ms",
+            kind.name(),
+            s.tenants,
+            s.failed,
+            s.skipped,
+            fleet.elapsed_ms
+        )
+    } else {
+        format!(
+            "{}: {} tenant(s): {} changed, {} unchanged, {} failed, {} skipped; {} migration(s) applied, {} reverted in {} ms",
+            kind.name(),
+            s.tenants,
+            s.changed,
+            s.unchanged,
+            s.failed,
+            s.skipped,
+            s.applied,
+            s.reverted,
+            fleet.elapsed_ms
+        )
+    };
     if let Some(shared) = fleet.shared.as_ref().filter(|r| r.failed()) {
         let consequence = match fleet.tenants.is_empty() {
             true => "; no tenant was touched",
@@ -153,14 +202,14 @@ pub fn summary(fleet: &FleetReport) -> String {
         };
         text.push_str(&format!(
             "\nshared schema failed{consequence}:\n  {}",
-            tenant_line(shared, fleet.command)
+            tenant_line(shared, kind)
         ));
     }
     let failed: Vec<&TenantReport> = fleet.tenants.iter().filter(|r| r.failed()).collect();
     if !failed.is_empty() {
         text.push_str("\nfailed tenants:");
         for r in failed {
-            text.push_str(&format!("\n  {}", tenant_line(r, fleet.command)));
+            text.push_str(&format!("\n  {}", tenant_line(r, kind)));
         }
     }
     text

@@ -1,0 +1,249 @@
+/*!
+What each subcommand does with the library, and the exit code it ends with. Library errors
+come back typed; this is where the CLI adds the hints that name its flags.
+*/
+
+use super::flags::{Cli, CliCommand, Format, Global, TenantCommand, UsageError};
+use super::locate;
+use super::render::Printer;
+use super::Migrations;
+use crate::database::DatabaseUrl;
+use crate::report::exit;
+use crate::{DiscoveryError, DownSql, Error, MigrationSet, RunKind, Runner, Task, TenantSource};
+use std::io::Write;
+
+/// Logging through env_logger (`RUST_LOG`, quiet by default). Every line passes through
+/// the database URL's scrubber, so a password that reached a message is still hidden.
+pub fn init_logging(global: &Global) {
+    let url: Option<DatabaseUrl> = global.database_url().ok();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"))
+        .format(move |buf, record| {
+            let message = match &url {
+                Some(url) => url.scrub(&record.args().to_string()),
+                None => record.args().to_string(),
+            };
+            writeln!(buf, "[{} {}] {message}", record.level(), record.target())
+        })
+        .init();
+}
+
+/// Runs the command; returns the process exit code.
+pub(super) fn dispatch(cli: &Cli, migrations: Migrations) -> i32 {
+    let scrub = |text: String| match cli.global.database_url() {
+        Ok(url) => url.scrub(&text),
+        Err(_) => text,
+    };
+    let result = match &cli.command {
+        CliCommand::List => list(&cli.global, migrations),
+        CliCommand::Generate { name, no_transaction } => generate(&cli.global, migrations, name, *no_transaction),
+        CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd),
+        command => fleet(&cli.global, migrations, command),
+    };
+    match result {
+        Ok(code) => code,
+        Err((code, message)) => {
+            eprintln!("error: {}", scrub(message));
+            code
+        }
+    }
+}
+
+type Outcome = Result<i32, (i32, String)>;
+
+fn usage(e: UsageError) -> (i32, String) {
+    (exit::USAGE, e.to_string())
+}
+
+/// The library's error with the hints that name this CLI's flags.
+fn run_error(e: Error) -> (i32, String) {
+    let hint = match &e {
+        Error::Unreachable(_) => "\nhint: is the server running, and are host, port and credentials right? (--connect-timeout sets how long to wait)",
+        Error::Discovery(DiscoveryError::Invalid(_)) => "\nhint: names from --tenants are always checked strictly; with --tenants-file or a query (without --strict) invalid names are skipped",
+        Error::Discovery(DiscoveryError::NotFound(_)) => "\nhint: every --tenant must be among the tenants the source returns",
+        Error::Command(_) => "\nhint: `list` shows the known migrations",
+        Error::Irreversible { .. } => "\nhint: give the migration a down.sql, or revert fewer steps (--steps, --to)",
+        _ => "",
+    };
+    (e.exit_code(), format!("{e}{hint}"))
+}
+
+/// The runner for this binary's migrations: the embedded set, or a located directory.
+fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
+    let (tenant, shared) = sets(global, migrations)?;
+    let runner = match tenant {
+        Some(set) => Runner::new(set).shared_migrations(shared),
+        None => match migrations {
+            Migrations::Embedded(embedded) => Runner::new(embedded),
+            Migrations::Directory => unreachable!("a directory binary always loads its set"),
+        },
+    };
+    Ok(runner)
+}
+
+/// The directory sets of the stock binary (`None` for an embedded binary, which refuses
+/// the directory flags).
+fn sets(global: &Global, migrations: Migrations) -> Result<(Option<MigrationSet>, Option<MigrationSet>), (i32, String)> {
+    if let Migrations::Embedded(_) = migrations {
+        if global.migrations_dir.is_some() || global.shared_migrations_dir.is_some() {
+            return Err(usage(UsageError(
+                "this binary runs the migrations compiled into it; --migrations-dir and --shared-migrations-dir \
+                 are for the stock migrate-tenants binary"
+                    .into(),
+            )));
+        }
+        return Ok((None, None));
+    }
+    let located = locate::migrations_dir(global.migrations_dir.as_deref()).map_err(usage)?;
+    log::info!("migrations: {} (from {})", located.dir.display(), located.how);
+    let set = MigrationSet::from_dir(&located.dir).map_err(|e| run_error(Error::InvalidSet(e)))?;
+    let shared = match locate::shared_dir(global.shared_migrations_dir.as_deref(), &located.dir) {
+        Some(dir) => {
+            log::info!("shared migrations: {} (from {})", dir.dir.display(), dir.how);
+            Some(MigrationSet::from_dir(&dir.dir).map_err(|e| run_error(Error::InvalidSet(e)))?)
+        }
+        None => None,
+    };
+    Ok((Some(set), shared))
+}
+
+fn fleet(global: &Global, migrations: Migrations, command: &CliCommand) -> Outcome {
+    let revert_shared = matches!(command, CliCommand::Down { shared: true, .. });
+    let runner = global
+        .configure(runner(global, migrations)?, None)
+        .map_err(usage)?
+        .revert_shared(revert_shared);
+    let (kind, task) = match command {
+        CliCommand::Tenant(TenantCommand::List) => (RunKind::TenantList, None),
+        other => {
+            let task = other.task().expect("a fleet command");
+            (kind_of(&task), Some(task))
+        }
+    };
+    let mut printer = Printer::new(global.format, global.quiet, kind);
+    let report = match task {
+        Some(task) => runner.run(&task, &mut printer),
+        None => runner.list_tenants(&mut printer),
+    }
+    .map_err(run_error)?;
+    printer.finish(&report);
+    Ok(report.exit_code())
+}
+
+fn kind_of(task: &Task) -> RunKind {
+    match task {
+        Task::Up { .. } => RunKind::Up,
+        Task::Down(_) => RunKind::Down,
+        Task::Redo { .. } => RunKind::Redo,
+        Task::CreateTenants { .. } => RunKind::TenantCreate,
+        Task::DropTenants { .. } => RunKind::TenantDrop,
+        _ => RunKind::Status,
+    }
+}
+
+fn list(global: &Global, migrations: Migrations) -> Outcome {
+    let set = match sets(global, migrations)? {
+        (Some(set), _) => set,
+        (None, _) => match migrations {
+            Migrations::Embedded(embedded) => embedded.tenant_set().map_err(|e| run_error(Error::InvalidSet(e)))?,
+            Migrations::Directory => unreachable!("a directory binary always loads its set"),
+        },
+    };
+    if global.format == Format::Json {
+        let rows: Vec<_> = set
+            .migrations()
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "version": m.version,
+                    "name": m.dir_name,
+                    "down": match m.down { DownSql::Missing => "missing", DownSql::NoOp => "empty", DownSql::Sql(_) => "sql" },
+                    "run_in_transaction": m.run_in_transaction,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "source": crate::SetInfo::of(&set), "migrations": rows });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(exit::SUCCESS);
+    }
+    println!("{}", crate::SetInfo::of(&set));
+    for m in set.migrations() {
+        let down = match m.down {
+            DownSql::Missing => "no down.sql (irreversible)",
+            DownSql::NoOp => "empty down.sql (reverts as a no-op)",
+            DownSql::Sql(_) => "reversible",
+        };
+        let tx = if m.run_in_transaction {
+            ""
+        } else {
+            ", runs outside a transaction"
+        };
+        println!("{}  {}  [{down}{tx}]", m.version, m.dir_name);
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn generate(global: &Global, migrations: Migrations, name: &str, no_transaction: bool) -> Outcome {
+    let dir = match locate::migrations_dir(global.migrations_dir.as_deref()) {
+        Ok(located) => located.dir,
+        // Nothing yet: a new project's first migration goes to ./migrations.
+        Err(_) => std::path::PathBuf::from("migrations"),
+    };
+    let created = super::generate::generate(&dir, name, chrono::Utc::now(), !no_transaction)
+        .map_err(|e| (exit::USAGE, e.to_string()))?;
+    println!("created {}", created.display());
+    println!("  {}", created.join("up.sql").display());
+    println!("  {}", created.join("down.sql").display());
+    if let Migrations::Embedded(embedded) = migrations {
+        let (package, _) = embedded.package();
+        println!("note: {package} runs the migrations compiled into it: rebuild it (cargo build) to embed the new one");
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand) -> Outcome {
+    let (task, kind) = match command {
+        TenantCommand::List => return fleet(global, migrations, &CliCommand::Tenant(TenantCommand::List)),
+        TenantCommand::Create { names, if_not_exists } => (
+            Task::CreateTenants {
+                names: names.clone(),
+                if_exists_migrate: *if_not_exists,
+            },
+            RunKind::TenantCreate,
+        ),
+        TenantCommand::Drop { yes: false, .. } => {
+            return Err((
+                exit::USAGE,
+                "tenant drop deletes the tenants' schemas and data: add --yes to confirm".into(),
+            ));
+        }
+        TenantCommand::Drop {
+            names,
+            force,
+            if_exists,
+            ..
+        } => (
+            Task::DropTenants {
+                names: names.clone(),
+                force: *force,
+                if_exists: *if_exists,
+            },
+            RunKind::TenantDrop,
+        ),
+    };
+    if global.tenants.any_given() {
+        let why = "tenant create/drop take the tenant names as arguments; drop --tenants, --tenants-file, \
+                   --tenants-query, --schema-pattern, --tenant and --exclude";
+        return Err((exit::USAGE, why.into()));
+    }
+    let names = match &task {
+        Task::CreateTenants { names, .. } | Task::DropTenants { names, .. } => names.clone(),
+        _ => Vec::new(),
+    };
+    let runner = global
+        .configure(runner(global, migrations)?, Some(TenantSource::List(names)))
+        .map_err(usage)?;
+    let mut printer = Printer::new(global.format, global.quiet, kind);
+    let report = runner.run(&task, &mut printer).map_err(run_error)?;
+    printer.finish(&report);
+    Ok(report.exit_code())
+}

@@ -1,0 +1,6 @@
+CREATE TABLE invoices (
+    id BIGSERIAL PRIMARY KEY,
+    plan TEXT NOT NULL REFERENCES public.app_plans (name),
+    amount_cents BIGINT NOT NULL,
+    due_on DATE NOT NULL
+);

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY invoices_due_on;
