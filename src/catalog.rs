@@ -13,10 +13,10 @@ unknown versions), so memory stays small at tens of thousands of tenants.
 */
 
 use crate::harness::HISTORY_TABLE;
-use migrate_tenants_set::MigrationSet;
 use crate::tenant::SchemaName;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Bool, Text};
+use migrate_tenants_set::MigrationSet;
 use std::collections::HashMap;
 
 /// History tables read per query (and per transaction).

@@ -34,7 +34,7 @@ struct ConnOption {
 
 impl DatabaseUrl {
     /// Checks that libpq can parse `raw`; the error never shows the password.
-    pub fn validate(raw: &str) -> Result<(), String> {
+    pub(crate) fn validate(raw: &str) -> Result<(), String> {
         match conninfo_parse(raw.trim()) {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -96,8 +96,14 @@ impl DatabaseUrl {
     /// The host the string names (the first one, for a multi-host string), if any.
     pub fn host(&self) -> Option<String> {
         let options = conninfo_parse(&self.raw).ok()?;
-        let host = options.iter().find(|o| o.keyword == "host" || o.keyword == "hostaddr")?;
-        host.value.split(',').next().map(str::to_string).filter(|h| !h.is_empty())
+        let host = options
+            .iter()
+            .find(|o| o.keyword == "host" || o.keyword == "hostaddr")?;
+        host.value
+            .split(',')
+            .next()
+            .map(str::to_string)
+            .filter(|h| !h.is_empty())
     }
 
     /// `text` with every secret (as typed, or percent-encoded) replaced by `***`.
@@ -372,7 +378,11 @@ impl Database {
     /// Connects: with a URL, once directly (failing within its `connect_timeout`, with
     /// libpq's own message) and then a lazy pool of `workers` connections; with a pool, by
     /// taking the control connection from it.
-    pub(crate) fn connect(connector: &Connector, workers: usize, connect_timeout: Duration) -> Result<Database, crate::Error> {
+    pub(crate) fn connect(
+        connector: &Connector,
+        workers: usize,
+        connect_timeout: Duration,
+    ) -> Result<Database, crate::Error> {
         let workers = workers.max(1);
         let (mut control, pool, workers, url) = match connector {
             Connector::Url(url) => {
@@ -402,7 +412,12 @@ impl Database {
                     url: "the application's connection pool".into(),
                     message: e.to_string(),
                 })?;
-                (Control::Pooled(Box::new(control)), pool.clone(), workers.min(size - 1), None)
+                (
+                    Control::Pooled(Box::new(control)),
+                    pool.clone(),
+                    workers.min(size - 1),
+                    None,
+                )
             }
         };
         let target = read_target(&mut control, url.as_ref())?;

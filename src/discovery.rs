@@ -170,7 +170,8 @@ fn run_query(conn: &mut PgConnection, sql: &str) -> Result<Vec<String>, Discover
 
 /// The query's one statement, without its `;` and trailing comments.
 fn single_statement(sql: &str) -> Result<&str, DiscoveryError> {
-    let statements = migrate_tenants_set::sql_lexer::split_statements(sql).map_err(|e| DiscoveryError::Query(e.to_string()))?;
+    let statements =
+        migrate_tenants_set::sql_lexer::split_statements(sql).map_err(|e| DiscoveryError::Query(e.to_string()))?;
     match statements.as_slice() {
         [one] => Ok(one.text),
         other => Err(DiscoveryError::Query(format!(

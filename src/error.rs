@@ -61,7 +61,11 @@ impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown: Vec<&str> = self.tenants.iter().take(5).map(String::as_str).collect();
         let more = self.tenants.len().saturating_sub(shown.len());
-        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
         write!(
             f,
             "{} has no down.sql (irreversible); needed on {} tenant(s): {}{more}",

@@ -74,7 +74,13 @@ impl<'c> Fleet<'c> {
     /// Runs `work` on the workers; each item's report goes to `observer` (on this thread) as
     /// soon as it is done. After a failure, when the run stops at the first failure, items
     /// not yet started get `skipped(item)` instead of `each(item)`.
-    pub(crate) fn parallel<W, F, S>(&self, work: &[W], observer: &mut dyn Observer, each: F, skipped: S) -> Vec<TenantReport>
+    pub(crate) fn parallel<W, F, S>(
+        &self,
+        work: &[W],
+        observer: &mut dyn Observer,
+        each: F,
+        skipped: S,
+    ) -> Vec<TenantReport>
     where
         W: Sync,
         F: Fn(&W) -> TenantReport + Sync,

@@ -26,11 +26,11 @@ instead of handing it to the next tenant.
 use crate::config::Settings;
 use crate::database::mark_broken;
 use crate::tenant::{quote_literal, SchemaName};
-use migrate_tenants_set::{DownSql, Migration};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Bool, Text};
+use migrate_tenants_set::{DownSql, Migration};
 
 /// diesel's exact DDL for its history table (kept identical so the diesel CLI agrees).
 pub(crate) const HISTORY_DDL: &str = "(
@@ -129,7 +129,11 @@ impl<'a> TenantHarness<'a> {
     /// Takes the tenant's session advisory lock, waiting while another runner holds it.
     ///
     /// `suffix` follows the tenant on `search_path` (shared schemas such as `public`).
-    pub(crate) fn lock(conn: &'a mut PgConnection, schema: &SchemaName, settings: &Settings) -> Result<TenantHarness<'a>> {
+    pub(crate) fn lock(
+        conn: &'a mut PgConnection,
+        schema: &SchemaName,
+        settings: &Settings,
+    ) -> Result<TenantHarness<'a>> {
         let key = schema.lock_key();
         let got = |conn: &mut PgConnection, sql: &str| -> Result<bool> {
             diesel::sql_query(sql)
@@ -405,12 +409,10 @@ impl<'a> TenantHarness<'a> {
             key = self.schema.lock_key(),
             schema = self.schema.literal(),
         );
-        self.conn()
-            .batch_execute(&sql)
-            .map_err(|e| {
-                mark_broken(self.conn);
-                db_error("releasing the tenant", &e)
-            })
+        self.conn().batch_execute(&sql).map_err(|e| {
+            mark_broken(self.conn);
+            db_error("releasing the tenant", &e)
+        })
     }
 }
 

@@ -133,7 +133,12 @@ struct Migrate<'r> {
 impl Migrate<'_> {
     /// Reports every tenant: directly from the catalog when there is nothing to do,
     /// through the workers otherwise.
-    fn run(&self, tenants: Vec<SchemaName>, states: Vec<TenantState>, observer: &mut dyn Observer) -> Vec<TenantReport> {
+    fn run(
+        &self,
+        tenants: Vec<SchemaName>,
+        states: Vec<TenantState>,
+        observer: &mut dyn Observer,
+    ) -> Vec<TenantReport> {
         let mut reports = Vec::with_capacity(tenants.len());
         let mut work = Vec::new();
         for (schema, state) in tenants.into_iter().zip(states) {

@@ -301,7 +301,11 @@ impl Runner {
                 names,
                 if_exists_migrate,
             } => {
-                let if_exists = if *if_exists_migrate { IfExists::Migrate } else { IfExists::Fail };
+                let if_exists = if *if_exists_migrate {
+                    IfExists::Migrate
+                } else {
+                    IfExists::Fail
+                };
                 lifecycle::create(&config, names, if_exists, observer)
             }
             Task::DropTenants {
@@ -325,7 +329,10 @@ impl Runner {
     fn config(&self, lifecycle: bool) -> Result<RunConfig, Error> {
         let (migrations, shared) = self.migrations.load()?;
         let connector = match &self.connector {
-            Some(Connector::Url(url)) => Connector::Url(DatabaseUrl::new(url.expose(), self.connect_timeout)),
+            Some(Connector::Url(url)) => {
+                DatabaseUrl::validate(url.expose()).map_err(Error::Config)?;
+                Connector::Url(DatabaseUrl::new(url.expose(), self.connect_timeout))
+            }
             Some(pool) => pool.clone(),
             None => {
                 return Err(Error::Config(
@@ -336,11 +343,14 @@ impl Runner {
         let tenants = match (&self.tenants, lifecycle) {
             (Some(source), _) => source.clone(),
             (None, true) => TenantSource::List(Vec::new()),
-            (None, false) => return Err(Error::Config("no tenants: give the runner a source of tenant names".into())),
+            (None, false) => {
+                return Err(Error::Config(
+                    "no tenants: give the runner a source of tenant names".into(),
+                ))
+            }
         };
-        let schema = |what: &str, name: &str| {
-            SchemaName::shared(name).map_err(|e| Error::Config(format!("{what}: {e}")))
-        };
+        let schema =
+            |what: &str, name: &str| SchemaName::shared(name).map_err(|e| Error::Config(format!("{what}: {e}")));
         let search_path_suffix = self
             .search_path_suffix
             .iter()

@@ -141,7 +141,7 @@ impl SetInfo {
 
 impl fmt::Display for SetInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} migration(s) from {}", self.migrations, self.origin)?;
+        write!(f, "{} from {}", self.migrations, self.origin)?;
         if let Some(newest) = &self.newest {
             write!(f, " (newest {newest})")?;
         }

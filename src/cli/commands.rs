@@ -82,7 +82,10 @@ fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, Strin
 
 /// The directory sets of the stock binary (`None` for an embedded binary, which refuses
 /// the directory flags).
-fn sets(global: &Global, migrations: Migrations) -> Result<(Option<MigrationSet>, Option<MigrationSet>), (i32, String)> {
+fn sets(
+    global: &Global,
+    migrations: Migrations,
+) -> Result<(Option<MigrationSet>, Option<MigrationSet>), (i32, String)> {
     if let Migrations::Embedded(_) = migrations {
         if global.migrations_dir.is_some() || global.shared_migrations_dir.is_some() {
             return Err(usage(UsageError(
@@ -161,11 +164,11 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
                 })
             })
             .collect();
-        let doc = serde_json::json!({ "source": crate::SetInfo::of(&set), "migrations": rows });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(exit::SUCCESS);
     }
-    println!("{}", crate::SetInfo::of(&set));
+    let info = crate::SetInfo::of(&set);
+    println!("{} migration(s) from {}", info.migrations, info.origin);
     for m in set.migrations() {
         let down = match m.down {
             DownSql::Missing => "no down.sql (irreversible)",

@@ -272,7 +272,12 @@ impl Global {
             .strict(self.tenants.strict)
             .missing(self.tenants.missing_policy())
             .concurrency(self.concurrency)
-            .search_path_suffix(self.search_path_suffix.split(',').map(str::trim).filter(|s| !s.is_empty()))
+            .search_path_suffix(
+                self.search_path_suffix
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty()),
+            )
             .fail_fast(self.fail_fast)
             .shared_schema(&self.shared_schema);
         if let Some(ms) = self.lock_timeout {
@@ -372,4 +377,3 @@ fn env_sources() -> Vec<(&'static str, TenantSource)> {
     }
     sources
 }
-

@@ -6,8 +6,8 @@ migration with that version already exists (two generated in one second), a dies
 style `-NNNN` suffix makes the version distinct and still sorted after the first.
 */
 
-use migrate_tenants_set::version_of;
 use chrono::{DateTime, Utc};
+use migrate_tenants_set::version_of;
 use std::path::{Path, PathBuf};
 
 /// Why a migration could not be generated.
@@ -104,8 +104,8 @@ fn down_template(dir_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migrate_tenants_set::MigrationSet;
     use chrono::TimeZone;
+    use migrate_tenants_set::MigrationSet;
 
     #[test]
     fn same_second_gets_a_distinct_sorted_version() {

@@ -101,7 +101,10 @@ fn diesel_toml(cwd: &Path) -> Option<PathBuf> {
 }
 
 fn ancestor_with(start: &Path, file: &str) -> Option<PathBuf> {
-    start.ancestors().find(|dir| dir.join(file).is_file()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|dir| dir.join(file).is_file())
+        .map(Path::to_path_buf)
 }
 
 /// `[migrations_directory] dir` of a diesel.toml, relative to the file's directory.

@@ -36,13 +36,14 @@ impl Printer {
     }
 }
 
-/// The first line of a run: what runs, from where, on which database.
+/// The first line of a run: what runs, from where, on which database, e.g.
+/// `migrations: 5 from migrations/ embedded in myapp 1.4.0 (newest ...); database: app@db:5432/app`.
 pub fn run_line(run: &RunInfo) -> String {
     let shared = match &run.shared_source {
-        Some(shared) => format!("; shared schema: {shared}"),
+        Some(shared) => format!("; shared: {shared}"),
         None => String::new(),
     };
-    format!("{}: {}{shared}; database {}", run.command.name(), run.source, run.target)
+    format!("migrations: {}{shared}; database: {}", run.source, run.target)
 }
 
 impl Observer for Printer {

@@ -59,10 +59,10 @@ fn the_application_binary_migrates_tenants_with_its_own_set() {
     assert_contains(
         first,
         &[
-            "up: 3 migration(s) from migrations/ embedded in migrate-tenants-test-app 0.3.1",
+            "migrations: 3 from migrations/ embedded in migrate-tenants-test-app 0.3.1",
             "newest 2025-02-03-0900-index-invoices-due",
-            "shared schema: 1 migration(s) from migrations_shared/",
-            &format!("database postgres@127.0.0.1:"),
+            "shared: 1 from migrations_shared/",
+            "database: postgres@127.0.0.1:",
             &format!("/{}", db.name),
         ],
     );
@@ -78,7 +78,10 @@ fn the_application_binary_migrates_tenants_with_its_own_set() {
     assert_code(&created, 0);
     assert_eq!(tables_in(&db, "shop_c"), ["__diesel_schema_migrations", "invoices"]);
 
-    let status = app(&db, &["--tenants", "shop_a,shop_b,shop_c", "--format", "json", "status"]);
+    let status = app(
+        &db,
+        &["--tenants", "shop_a,shop_b,shop_c", "--format", "json", "status"],
+    );
     assert_code(&status, 0);
     let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("one JSON document");
     assert_eq!(json["source"]["kind"], "embedded");
@@ -89,7 +92,10 @@ fn the_application_binary_migrates_tenants_with_its_own_set() {
 
     let list = app(&db, &["list"]);
     assert_code(&list, 0);
-    assert_contains(&list.stdout, &["3 migration(s) from migrations/ embedded in migrate-tenants-test-app"]);
+    assert_contains(
+        &list.stdout,
+        &["3 migration(s) from migrations/ embedded in migrate-tenants-test-app"],
+    );
 }
 
 #[test]

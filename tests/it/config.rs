@@ -101,7 +101,6 @@ fn migrations_directory_precedence_follows_the_diesel_cli() {
         .arg("--migrations-dir")
         .arg(from_flag.path());
     assert_contains(&listed(&mut cmd), &["1001_only"]);
-
 }
 
 #[test]
@@ -111,7 +110,13 @@ fn without_a_migrations_directory_the_stock_binary_exits_2_and_touches_nothing()
     let before = snapshot(&db);
     for args in [&["up"][..], &["status"], &["tenant", "create", "none_b"], &["list"]] {
         let mut cmd = bare();
-        let out = support::run(cmd.arg("--database-url").arg(&db.url).arg("--tenants").arg("none_a").args(args));
+        let out = support::run(
+            cmd.arg("--database-url")
+                .arg(&db.url)
+                .arg("--tenants")
+                .arg("none_a")
+                .args(args),
+        );
         if args[0] == "tenant" {
             // tenant create names its tenants itself: --tenants is refused first.
             assert_code(&out, 2);
@@ -120,11 +125,20 @@ fn without_a_migrations_directory_the_stock_binary_exits_2_and_touches_nothing()
         assert_code(&out, 2);
         assert_contains(
             &out.stderr,
-            &["no migrations directory found", "--migrations-dir", "MIGRATION_DIRECTORY", "diesel.toml"],
+            &[
+                "no migrations directory found",
+                "--migrations-dir",
+                "MIGRATION_DIRECTORY",
+                "diesel.toml",
+            ],
         );
     }
     let mut cmd = bare();
-    let out = support::run(cmd.arg("--database-url").arg(&db.url).args(["tenant", "create", "none_b"]));
+    let out = support::run(
+        cmd.arg("--database-url")
+            .arg(&db.url)
+            .args(["tenant", "create", "none_b"]),
+    );
     assert_code(&out, 2);
     assert_eq!(snapshot(&db), before, "nothing was touched");
 }
@@ -134,7 +148,11 @@ fn from_a_subdirectory_the_project_diesel_toml_is_found_like_the_diesel_cli() {
     let cmd = bare();
     let root = cwd(&cmd);
     std::fs::write(root.join("Cargo.toml"), "[package]\nname = \"app\"\n").unwrap();
-    std::fs::write(root.join("diesel.toml"), "[migrations_directory]\ndir = \"db/migrations\"\n").unwrap();
+    std::fs::write(
+        root.join("diesel.toml"),
+        "[migrations_directory]\ndir = \"db/migrations\"\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(root.join("db/migrations/0042_rel")).unwrap();
     std::fs::write(root.join("db/migrations/0042_rel/up.sql"), "SELECT 1;").unwrap();
     std::fs::create_dir_all(root.join("src/deep/er")).unwrap();

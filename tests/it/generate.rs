@@ -35,6 +35,7 @@ fn timestamp_of<'a>(dir_name: &'a str, name: &str) -> &'a str {
 
 fn generate(dir: &Path, name: &str, extra: &[&str]) -> support::Out {
     let mut cmd = support::cli();
+    cmd.env_remove("MIGRATION_DIRECTORY");
     cmd.arg("generate")
         .arg(name)
         .arg("--migrations-dir")
@@ -153,6 +154,7 @@ fn unedited_generated_migration_refuses_to_run() {
 fn generate_defaults_to_diesel_toml_then_migrations() {
     // Without --migrations-dir: diesel.toml's directory (relative to the file) ...
     let mut cmd = support::cli();
+    cmd.env_remove("MIGRATION_DIRECTORY");
     let cwd: PathBuf = cmd.get_current_dir().unwrap().to_path_buf();
     std::fs::write(
         cwd.join("diesel.toml"),
@@ -166,6 +168,7 @@ fn generate_defaults_to_diesel_toml_then_migrations() {
     timestamp_of(&names[0], "from_toml");
     // `list` in the same directory reads the same set.
     let mut list = support::cli();
+    list.env_remove("MIGRATION_DIRECTORY");
     list.current_dir(&cwd).arg("list");
     let out = support::run(&mut list);
     assert_code(&out, 0);
@@ -173,6 +176,7 @@ fn generate_defaults_to_diesel_toml_then_migrations() {
 
     // ... else ./migrations.
     let mut cmd = support::cli();
+    cmd.env_remove("MIGRATION_DIRECTORY");
     let cwd: PathBuf = cmd.get_current_dir().unwrap().to_path_buf();
     cmd.args(["generate", "plain"]);
     assert_code(&support::run(&mut cmd), 0);

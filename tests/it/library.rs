@@ -59,8 +59,16 @@ fn runner_applies_the_embedded_set_and_streams_progress() {
     assert_eq!(run.source.kind, "embedded");
     assert_eq!(run.source.migrations, 5);
     assert_eq!(run.source.newest.as_deref(), Some(BASIC_DIRS[4]));
-    assert!(run.source.origin.contains("tests/fixtures/basic"), "{}", run.source.origin);
-    assert!(run.source.origin.contains(env!("CARGO_PKG_NAME")), "{}", run.source.origin);
+    assert!(
+        run.source.origin.contains("tests/fixtures/basic"),
+        "{}",
+        run.source.origin
+    );
+    assert!(
+        run.source.origin.contains(env!("CARGO_PKG_NAME")),
+        "{}",
+        run.source.origin
+    );
     assert_eq!(run.target.database, db.name);
     assert_eq!(run.target.user, "postgres");
     let json = serde_json::to_string(&report).unwrap();
@@ -161,15 +169,27 @@ fn errors_are_typed_and_carry_their_exit_code() {
     let error = runner.clone().tenants(TenantSource::list(["a"])).status().unwrap_err();
     assert!(matches!(error, Error::Unreachable(_)), "{error}");
     assert_eq!(error.exit_code(), 3);
-    let bad = runner.clone().tenants(TenantSource::list(["Bad"])).status().unwrap_err();
+    let bad = runner
+        .clone()
+        .tenants(TenantSource::list(["Bad"]))
+        .status()
+        .unwrap_err();
     assert!(matches!(bad, Error::Discovery(_)), "{bad}");
     assert_eq!(bad.exit_code(), 2);
     let unknown = runner
         .clone()
         .tenants(TenantSource::list(["a"]))
-        .run(&Task::Up { to: Some("1999".into()) }, &mut ())
+        .run(
+            &Task::Up {
+                to: Some("1999".into()),
+            },
+            &mut (),
+        )
         .unwrap_err();
-    assert!(matches!(unknown, Error::Command(CommandError::UnknownVersion { .. })), "{unknown}");
+    assert!(
+        matches!(unknown, Error::Command(CommandError::UnknownVersion { .. })),
+        "{unknown}"
+    );
     let none = runner.status().unwrap_err();
     assert!(matches!(none, Error::Config(_)), "{none}");
     for e in [error, bad, unknown, none] {

@@ -1,4 +1,4 @@
-//! up / down / redo / status over a small fleet with the embedded migrations, `list`, and
+//! up / down / redo / status over a small fleet with the basic fixture set, `list`, and
 //! history rows this binary does not know.
 
 use crate::helpers::*;
@@ -269,10 +269,10 @@ fn redo_reverts_and_reapplies_the_newest() {
 }
 
 #[test]
-fn list_shows_the_embedded_set() {
+fn list_shows_the_set_and_where_it_comes_from() {
     let out = mt_bare(&["list"]);
     assert_code(&out, 0);
-    assert_contains(&out.stdout, &["5 migration(s) from the embedded migrations"]);
+    assert_contains(&out.stdout, &[&format!("5 migration(s) from {BASIC_SET}")]);
     for (v, dir) in BASIC.iter().zip(BASIC_DIRS) {
         assert_eq!(line(&out.stdout, v), format!("{v}  {dir}  [reversible]"));
     }

@@ -37,7 +37,13 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
     let out = up_with_shared(&db, &shared, &["up"]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["11 migration(s) applied"]); // 1 shared + 2 tenants x 5
-    let first = out.stdout.lines().next().unwrap_or("");
+    let mut lines = out.stdout.lines();
+    assert!(
+        lines.next().unwrap_or("").contains("; shared: 1 from "),
+        "{}",
+        out.stdout
+    );
+    let first = lines.next().unwrap_or("");
     assert!(
         first.starts_with("shared schema public: none -> 20240101000001"),
         "{}",
@@ -53,7 +59,9 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
     assert!(
         status
             .stdout
-            .starts_with("shared schema public: 20240101000001 (1 applied, 0 pending)"),
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l == "shared schema public: 20240101000001 (1 applied, 0 pending)"),
         "{}",
         status.stdout
     );

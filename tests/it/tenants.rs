@@ -314,7 +314,10 @@ fn tenant_selection_must_name_discovered_tenants() {
         &["--schema-pattern", "p%", "--tenant", "pa", "--tenant", "typo", "up"],
     );
     assert_code(&out, 2);
-    assert_contains(&out.stderr, &["--tenant typo not among the discovered tenants"]);
+    assert_contains(
+        &out.stderr,
+        &["selected tenant(s) typo not among the discovered tenants"],
+    );
     assert_eq!(snapshot(&db), before);
 }
 
@@ -410,7 +413,7 @@ fn status_reports_a_missing_schema_as_skipped_under_missing_create() {
     assert_code(&out, 0);
     assert_contains(
         &out.stdout,
-        &["gone: skipped: schema does not exist (up --missing create would create it)"],
+        &["gone: skipped: schema does not exist (only up and redo create missing schemas)"],
     );
     assert!(!schema_exists(&db, "gone"), "status never creates anything");
     let out = mt(&db, &["--tenants", "gone", "status"]);

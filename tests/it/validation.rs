@@ -196,10 +196,30 @@ fn overlong_version_is_refused() {
 }
 
 #[test]
-fn non_numeric_version_is_refused() {
+fn every_name_diesel_accepts_runs_in_diesels_order_and_a_name_without_version_is_refused() {
+    let db = TestDb::new();
+    create_schemas(&db, &["acme"]);
     let dir = with_valid_first();
-    dir.add("create_things", "CREATE TABLE a (id int);", Some("DROP TABLE a;"));
-    assert_refused(&dir, &["create_things"]);
+    // A real project's name: no `_`, so diesel's version is the whole name without dashes.
+    dir.add(
+        "2024-01-01-0002-add-things",
+        "CREATE TABLE things (id int);",
+        Some("DROP TABLE things;"),
+    );
+    let out = mt_dir(&db, &dir, &["--tenants", "acme", "up"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        history(&db, "acme").last().map(String::as_str),
+        Some("202401010002addthings")
+    );
+    assert!(relation_exists(&db, "acme", "things"));
+    let down = mt_dir(&db, &dir, &["--tenants", "acme", "down"]);
+    assert_code(&down, 0);
+    assert!(!relation_exists(&db, "acme", "things"));
+
+    let bad = with_valid_first();
+    bad.add("_things", "CREATE TABLE a (id int);", Some("DROP TABLE a;"));
+    assert_refused(&bad, &["_things: no version"]);
 }
 
 #[test]

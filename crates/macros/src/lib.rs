@@ -76,7 +76,10 @@ impl Parse for Args {
         }
         let key: syn::Ident = input.parse()?;
         if key != "shared" {
-            return Err(syn::Error::new(key.span(), "expected `shared = \"dir\"` or `shared = none`"));
+            return Err(syn::Error::new(
+                key.span(),
+                "expected `shared = \"dir\"` or `shared = none`",
+            ));
         }
         input.parse::<Token![=]>()?;
         args.shared = if input.peek(LitStr) {

@@ -402,7 +402,12 @@ mod tests {
         let set = MigrationSet::validate(
             origin(),
             vec![
-                raw("2023-05-23-1715-update-subgraph-deployment-assignment", "SELECT 1;", None, None),
+                raw(
+                    "2023-05-23-1715-update-subgraph-deployment-assignment",
+                    "SELECT 1;",
+                    None,
+                    None,
+                ),
                 raw("2023-05-23-171500_b", "SELECT 1;", None, None),
                 raw("00000000000000_diesel_initial_setup", "SELECT 1;", None, None),
                 raw("2026-11-24-182640-0000_x", "SELECT 1;", None, None),
@@ -420,7 +425,10 @@ mod tests {
             ]
         );
         assert_eq!(set.migrations()[2].name(), "");
-        let p = problems(vec![raw("_x", "SELECT 1;", None, None), raw("--_y", "SELECT 1;", None, None)]);
+        let p = problems(vec![
+            raw("_x", "SELECT 1;", None, None),
+            raw("--_y", "SELECT 1;", None, None),
+        ]);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("no version"), "{p:?}");
     }
