@@ -366,11 +366,9 @@ impl Workers {
         }
     }
 
-    /// A pooled connection for one tenant (its error says why there is none, password hidden).
-    pub(crate) fn checkout(&self) -> Result<PooledConn, crate::harness::HarnessError> {
-        self.pool
-            .get()
-            .map_err(|e| crate::harness::HarnessError::Connection(self.scrub(&e.to_string())))
+    /// A pooled connection for one tenant; the error says why there is none (password hidden).
+    pub(crate) fn checkout(&self) -> Result<PooledConn, String> {
+        self.pool.get().map_err(|e| self.scrub(&e.to_string()))
     }
 }
 
@@ -401,13 +399,7 @@ impl Database {
                 (Control::Direct(control), pool, workers, Some(url.clone()))
             }
             Connector::Pool(pool) => {
-                let size = pool.max_size() as usize;
-                if size < 2 {
-                    return Err(crate::Error::Config(format!(
-                        "the connection pool has max_size {size}; the runner needs one connection to coordinate \
-                         and at least one for a worker (max_size 2 or more)"
-                    )));
-                }
+                let size = (pool.max_size() as usize).max(2);
                 let control = pool.get().map_err(|e| Unreachable {
                     url: "the application's connection pool".into(),
                     message: e.to_string(),
@@ -434,15 +426,15 @@ impl Database {
 }
 
 /// What the control connection is connected to; the host as the URL gives it when it does.
-fn read_target(conn: &mut PgConnection, url: Option<&DatabaseUrl>) -> Result<Target, crate::Error> {
+fn read_target(conn: &mut PgConnection, url: Option<&DatabaseUrl>) -> Result<Target, Unreachable> {
     let row = diesel::sql_query(
         "SELECT current_database()::text AS database, current_user::text AS user, \
          host(inet_server_addr()) AS host, inet_server_port() AS port",
     )
     .get_result::<TargetRow>(conn)
-    .map_err(|e| crate::Error::Database {
-        context: "reading the server's identity".into(),
-        message: e.to_string(),
+    .map_err(|e| Unreachable {
+        url: url.map_or_else(|| "the application's connection pool".into(), ToString::to_string),
+        message: format!("connected, but reading the server's identity failed: {e}"),
     })?;
     let given = url.and_then(DatabaseUrl::host);
     Ok(Target {

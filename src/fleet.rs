@@ -9,7 +9,7 @@ Reports flow from the workers over a channel to the calling thread, which passes
 */
 
 use crate::config::{Command, RunConfig};
-use crate::database::Database;
+use crate::database::{Connector, Database};
 use crate::error::Error;
 use crate::observer::Observer;
 use crate::report::{FleetReport, RunInfo, RunKind, TenantReport};
@@ -42,6 +42,15 @@ impl<'c> Fleet<'c> {
     ) -> Result<Fleet<'c>, Error> {
         let clock = Instant::now();
         let shared = Shared::load(config, command)?;
+        if let Connector::Pool(pool) = &config.connector {
+            if pool.max_size() < 2 {
+                return Err(Error::Config(format!(
+                    "the connection pool has max_size {}; the runner needs one connection to coordinate \
+                     and at least one for a worker (max_size 2 or more)",
+                    pool.max_size()
+                )));
+            }
+        }
         let db = Database::connect(&config.connector, config.concurrency, config.connect_timeout)?;
         let run = RunInfo {
             command: kind,

@@ -113,7 +113,10 @@ where
     F: FnOnce(&mut PgConnection) -> Result<TenantReport, HarnessError>,
 {
     let started = Instant::now();
-    let result = workers.checkout().and_then(|mut conn| work(&mut conn));
+    let result = workers
+        .checkout()
+        .map_err(HarnessError::Connection)
+        .and_then(|mut conn| work(&mut conn));
     let report = result.unwrap_or_else(|e| TenantReport::new(schema.clone(), Outcome::from(&e)));
     report.took(started.elapsed())
 }

@@ -69,7 +69,7 @@ impl<'r> TenantRun<'r> {
 
     /// Checks out a connection and runs the command on it (`status` only reads).
     pub(crate) fn run_on(self, workers: &Workers, settings: &Settings) -> Self {
-        match workers.checkout() {
+        match workers.checkout().map_err(HarnessError::Connection) {
             Ok(mut conn) => self.run_with(&mut conn, settings),
             Err(e) => self.fail(&e),
         }

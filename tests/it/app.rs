@@ -11,21 +11,30 @@ use std::sync::OnceLock;
 
 const APP_VERSIONS: [&str; 3] = ["20250201090000", "20250202090000", "202502030900indexinvoicesdue"];
 
+/// `target/` and the profile directory of this test build.
+fn target_dirs() -> (PathBuf, PathBuf) {
+    // target/<profile>/deps/tests-<hash> -> target/<profile>
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let target_dir = profile_dir.parent().expect("target dir");
+    (target_dir.to_path_buf(), profile_dir.to_path_buf())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
 /// Builds the test application once (cargo reuses this build's artifacts) and returns its
 /// binary.
 fn app_binary() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // target/<profile>/deps/tests-<hash> -> target/<profile>
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
+        let (target_dir, profile_dir) = target_dirs();
+        let mut build = cargo();
         build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--quiet", "-p", "migrate-tenants-test-app", "--target-dir"])
-            .arg(target_dir);
+            .arg(&target_dir);
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
         }
@@ -107,4 +116,56 @@ fn the_application_binary_refuses_a_migrations_directory() {
     assert_code(&out, 2);
     assert_contains(&out.stderr, &["compiled into it"]);
     assert_eq!(snapshot(&db), before);
+}
+
+#[test]
+fn a_set_the_runner_would_refuse_fails_the_applications_build() {
+    let krate = tempfile::Builder::new().prefix("mt-bad-app-").tempdir().unwrap();
+    let root = krate.path();
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "Cargo.toml",
+        &format!(
+            "[package]\nname = \"bad-app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n\
+             [dependencies]\nmigrate-tenants = {{ path = {:?} }}\n",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    );
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"),
+        root.join("Cargo.lock"),
+    )
+    .unwrap();
+    write(
+        "src/main.rs",
+        "pub const M: migrate_tenants::EmbeddedMigrations = migrate_tenants::embed_migrations!();\n\
+         fn main() { migrate_tenants::cli::main(&M) }\n",
+    );
+    write("migrations/2024-01-01-000001_a/up.sql", "CREATE TABLE a (id int);");
+    write("migrations/20240101000001_b/up.sql", "CREATE TABLE b (id int);");
+    write(
+        "migrations/2024-01-01-000002_c/up.sql",
+        "CREATE TABLE c (id int); COMMIT;",
+    );
+    let (target_dir, _) = target_dirs();
+    let out = cargo()
+        .current_dir(root)
+        .args(["build", "--offline", "--target-dir"])
+        .arg(&target_dir)
+        .output()
+        .expect("run cargo build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the build must fail:\n{stderr}");
+    assert_contains(
+        &stderr,
+        &[
+            "embed_migrations!: invalid migration set in migrations/ embedded in bad-app 0.1.0",
+            "duplicate version 20240101000001",
+            "2024-01-01-000002_c/up.sql line 1: `COMMIT`",
+        ],
+    );
 }

@@ -55,6 +55,21 @@ fn up_migrates_every_tenant_and_status_reports_it() {
             format!("{t}: 20240101000005 (5 applied, 0 pending)")
         );
     }
+    // The first line names the set and the database; a read-only summary counts states.
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert_contains(
+        first,
+        &[
+            &format!("migrations: 5 from {BASIC_SET} (newest {})", BASIC_DIRS[4]),
+            &format!("database: postgres@127.0.0.1:"),
+            &format!("/{}", db.name),
+        ],
+    );
+    assert_contains(
+        &out.stdout,
+        &["status: 3 tenant(s): 3 up to date, 0 with pending migrations, 0 missing, 0 failed, 0 skipped in"],
+    );
+    assert!(!out.stdout.contains("applied, 0 reverted"), "{}", out.stdout);
 
     // A second `up` changes nothing.
     let before = snapshot(&db);

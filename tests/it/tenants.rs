@@ -280,7 +280,13 @@ fn tenant_drop_refusals_and_drop() {
 
     let gone = mt(&db, &["tenant", "drop", "victim", "--yes"]);
     assert_code(&gone, 1);
-    assert_contains(&gone.stdout, &["does not exist"]);
+    assert_contains(&gone.stdout, &["does not exist", "--if-exists"]);
+    let skipped = mt(&db, &["tenant", "drop", "victim", "--yes", "--if-exists"]);
+    assert_code(&skipped, 0);
+    assert_contains(
+        &skipped.stdout,
+        &["victim: skipped: schema does not exist", "1 skipped"],
+    );
 }
 
 #[test]
