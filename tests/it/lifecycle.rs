@@ -61,7 +61,7 @@ fn up_migrates_every_tenant_and_status_reports_it() {
         first,
         &[
             &format!("migrations: 5 from {BASIC_SET} (newest {})", BASIC_DIRS[4]),
-            &format!("database: postgres@127.0.0.1:"),
+            "database: postgres@127.0.0.1:",
             &format!("/{}", db.name),
         ],
     );
