@@ -91,6 +91,10 @@ pub(crate) struct Settings {
     pub(crate) search_path_suffix: Vec<SchemaName>,
     /// `lock_timeout` for migration statements (none: PostgreSQL's setting applies).
     pub(crate) lock_timeout: Option<Duration>,
+    /// `statement_timeout` for migration statements (none: PostgreSQL's setting applies).
+    pub(crate) statement_timeout: Option<Duration>,
+    /// How long to wait for a tenant's advisory lock held by another runner (none: forever).
+    pub(crate) lock_wait_timeout: Option<Duration>,
 }
 
 /// The shared schema and its migrations (run before any tenant by `up`).
@@ -122,8 +126,14 @@ pub(crate) struct RunConfig {
     pub(crate) concurrency: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) settings: Settings,
-    /// Stop starting tenants after the first failure.
-    pub(crate) fail_fast: bool,
+    /// Stop starting tenants after this many failures (`Some(1)`: fail fast).
+    pub(crate) max_failures: Option<usize>,
+    /// New attempts at a tenant whose migration rolled back for a passing reason.
+    pub(crate) retries: u32,
+    /// `up`: all of a tenant's pending migrations in one transaction.
+    pub(crate) atomic: bool,
+    /// Stops the run when cancelled.
+    pub(crate) cancel: Option<crate::control::CancelToken>,
     pub(crate) shared: SharedConfig,
 }
 
@@ -134,3 +144,9 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// Default time to wait for the database before giving up.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time to wait for a tenant's lock held by another runner.
+pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default number of new attempts at a tenant after a passing failure.
+pub const DEFAULT_RETRIES: u32 = 2;

@@ -23,7 +23,13 @@ pub struct DatabaseUrl {
     raw: String,
     /// Values never to show (libpq's secret options).
     secrets: Vec<String>,
+    /// The string's other values (user, database, host, ...).
+    ordinary: Vec<String>,
 }
+
+/// Secrets at least this long are masked wherever they appear; shorter ones only where a
+/// password is written.
+const SCRUB_ANYWHERE: usize = 6;
 
 /// One option of a parsed connection string.
 struct ConnOption {
@@ -41,6 +47,7 @@ impl DatabaseUrl {
                 let hidden = DatabaseUrl {
                     raw: String::new(),
                     secrets: password_guesses(raw),
+                    ordinary: Vec::new(),
                 };
                 Err(format!("the database URL cannot be used: {}", hidden.scrub(e.trim())))
             }
@@ -50,42 +57,56 @@ impl DatabaseUrl {
     /// Wraps a connection string as given (the timeout is added when the run connects).
     pub(crate) fn as_given(raw: &str) -> DatabaseUrl {
         let raw = raw.trim();
-        let mut secrets: Vec<String> = conninfo_parse(raw)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|o| o.secret)
-            .map(|o| o.value)
-            .collect();
-        secrets.extend(password_guesses(raw));
+        let options = conninfo_parse(raw).unwrap_or_default();
+        DatabaseUrl::wrap(raw.to_string(), raw, &options)
+    }
+
+    /// `raw` with the secrets and ordinary values of `options` (parsed from `original`).
+    fn wrap(raw: String, original: &str, options: &[ConnOption]) -> DatabaseUrl {
+        let (secret, ordinary): (Vec<&ConnOption>, Vec<&ConnOption>) = options.iter().partition(|o| o.secret);
+        let mut secrets: Vec<String> = secret.iter().map(|o| o.value.clone()).collect();
+        secrets.extend(password_guesses(original));
         DatabaseUrl {
-            raw: raw.to_string(),
+            raw,
             secrets,
+            ordinary: ordinary.iter().map(|o| o.value.clone()).collect(),
         }
     }
 
-    /// Wraps a connection string, adding `connect_timeout` (whole seconds, at least 1)
-    /// unless it already has one.
+    /// Wraps a connection string, adding what it does not set itself: `connect_timeout`
+    /// (whole seconds, at least 1), `application_name` (`migrate-tenants <version> pid <pid>`,
+    /// so that `pg_stat_activity` and a waiting runner can name us) and TCP keepalives (a
+    /// dead peer is noticed within about a minute instead of the kernel's two hours).
     pub fn new(raw: &str, connect_timeout: Duration) -> DatabaseUrl {
-        let raw = raw.trim();
-        let options = conninfo_parse(raw).unwrap_or_default();
-        let mut secrets: Vec<String> = options.iter().filter(|o| o.secret).map(|o| o.value.clone()).collect();
-        secrets.extend(password_guesses(raw));
-        let has_timeout = options.iter().any(|o| o.keyword == "connect_timeout");
-        let raw = if options.is_empty() || has_timeout {
-            raw.to_string() // as given (one libpq cannot parse fails at connect, scrubbed)
-        } else {
-            // Rebuilt in key=value form from what libpq parsed: appending to a URL is
-            // not safe (a `?` may belong to the password).
-            let secs = connect_timeout.as_secs().max(1);
-            let pairs = options
-                .iter()
-                .map(|o| format!("{}={}", o.keyword, conninfo_quote(&o.value)));
-            pairs
-                .chain(std::iter::once(format!("connect_timeout={secs}")))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        DatabaseUrl { raw, secrets }
+        let trimmed = raw.trim();
+        let options = conninfo_parse(trimmed).unwrap_or_default();
+        if options.is_empty() {
+            // As given: one libpq cannot parse fails at connect, scrubbed.
+            return DatabaseUrl::wrap(trimmed.to_string(), trimmed, &options);
+        }
+        let has = |key: &str| options.iter().any(|o| o.keyword == key);
+        let application = format!(
+            "migrate-tenants {} pid {}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        );
+        let defaults = [
+            ("connect_timeout", connect_timeout.as_secs().max(1).to_string()),
+            ("application_name", application),
+            ("keepalives", "1".into()),
+            ("keepalives_idle", "30".into()),
+            ("keepalives_interval", "10".into()),
+            ("keepalives_count", "3".into()),
+        ];
+        // Rebuilt in key=value form from what libpq parsed: appending to a URL is not safe
+        // (a `?` may belong to the password).
+        let pairs: Vec<String> = options
+            .iter()
+            .map(|o| (o.keyword.as_str(), o.value.clone()))
+            .chain(defaults.into_iter().filter(|(key, _)| !has(key)))
+            .map(|(key, value)| format!("{key}={}", conninfo_quote(&value)))
+            .collect();
+        DatabaseUrl::wrap(pairs.join(" "), trimmed, &options)
     }
 
     /// The full connection string, password included. Only for handing to libpq.
@@ -107,28 +128,43 @@ impl DatabaseUrl {
     }
 
     /// `text` with every secret (as typed, or percent-encoded) replaced by `***`.
+    ///
+    /// A second line of defence: nothing formats the raw string (see `Display`). A secret
+    /// long enough not to occur by chance is masked wherever it appears; a short one, or one
+    /// equal to another value of the string (a password that is also the user or database
+    /// name), only where a password is written (`:secret@`, `password=secret`), so that
+    /// ordinary words are not mangled and the mask does not give away the equality.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
             let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
             let percent = form.replace('+', "%20");
-            out = out
-                .replace(secret.as_str(), "***")
-                .replace(&form, "***")
-                .replace(&percent, "***");
+            let anywhere = secret.chars().count() >= SCRUB_ANYWHERE && !self.ordinary.contains(secret);
+            for shown in [secret.as_str(), form.as_str(), percent.as_str()] {
+                out = if anywhere {
+                    out.replace(shown, "***")
+                } else {
+                    out.replace(&format!(":{shown}@"), ":***@")
+                        .replace(&format!("password={shown}"), "password=***")
+                        .replace(&format!("password='{shown}'"), "password='***'")
+                };
+            }
         }
         out
     }
 }
 
-/// Shows the options libpq parsed, as `key=value`, secrets as `***`.
+/// Shows where the string points (`host`, `hostaddr`, `port`, `dbname`, `user`) as
+/// `key=value`, and `password=***` when it has one.
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: [&str; 6] = ["host", "hostaddr", "port", "dbname", "user", "password"];
         let Ok(options) = conninfo_parse(&self.raw) else {
             return f.write_str("<connection string libpq cannot parse>");
         };
         let shown: Vec<String> = options
             .iter()
+            .filter(|o| SHOWN.contains(&o.keyword.as_str()))
             .map(|o| format!("{}={}", o.keyword, if o.secret { "***" } else { o.value.as_str() }))
             .collect();
         f.write_str(&self.scrub(&shown.join(" ")))
@@ -366,6 +402,15 @@ impl Workers {
         }
     }
 
+    /// Whether the server answers a new connection (URL mode; with an application's pool the
+    /// runner cannot tell, and assumes it does).
+    pub(crate) fn server_reachable(&self) -> bool {
+        match &self.url {
+            Some(url) => PgConnection::establish(url.expose()).is_ok(),
+            None => true,
+        }
+    }
+
     /// A pooled connection for one tenant; the error says why there is none (password hidden).
     pub(crate) fn checkout(&self) -> Result<PooledConn, String> {
         self.pool.get().map_err(|e| self.scrub(&e.to_string()))
@@ -469,7 +514,8 @@ mod tests {
         let u = url("postgres://app:s%40cret@db:5432/main");
         let shown = u.to_string();
         assert!(!shown.contains("cret"), "{shown}");
-        assert!(shown.contains("password=***") && shown.contains("host=db") && shown.contains("connect_timeout=7"));
+        assert!(shown.contains("password=***") && shown.contains("host=db") && shown.contains("dbname=main"));
+        assert!(u.expose().contains("connect_timeout='7'"), "{}", u.expose());
         assert!(!format!("{u:?}").contains("cret"));
         assert!(u.expose().contains("password='s@cret'"), "{}", u.expose());
         assert_eq!(u.scrub("bad password s@cret and s%40cret"), "bad password *** and ***");
@@ -488,14 +534,41 @@ mod tests {
             let shown = url(raw).to_string();
             assert!(!shown.contains("hunter2"), "{shown}");
         }
-        assert_eq!(
-            url("host=db dbname=x").expose(),
-            "dbname='x' host='db' connect_timeout=7"
+        let expanded = url("host=db dbname=x");
+        assert!(
+            expanded
+                .expose()
+                .starts_with("dbname='x' host='db' connect_timeout='7' application_name='migrate-tenants "),
+            "{}",
+            expanded.expose()
         );
-        assert_eq!(
-            url("postgres://h/db?connect_timeout=2").expose(),
-            "postgres://h/db?connect_timeout=2"
+        assert!(expanded
+            .expose()
+            .ends_with("keepalives='1' keepalives_idle='30' keepalives_interval='10' keepalives_count='3'"));
+        let own = url("host=db application_name=mine keepalives=0");
+        assert!(own.expose().contains("application_name='mine'") && own.expose().contains("keepalives='0'"));
+        let given = url("postgres://h/db?connect_timeout=2");
+        assert!(
+            given.expose().starts_with("connect_timeout='2' dbname='db' host='h' "),
+            "{}",
+            given.expose()
         );
+    }
+
+    #[test]
+    fn short_passwords_and_passwords_equal_to_other_values_are_masked_only_where_written() {
+        let short = url("postgres://app:a@db/accounts");
+        assert_eq!(
+            short.scrub("relation \"accounts\" at postgres://app:a@db and password=a"),
+            "relation \"accounts\" at postgres://app:***@db and password=***"
+        );
+        let same = url("postgres://postgres:postgres@db/postgres");
+        assert_eq!(
+            same.scrub("password authentication failed for user \"postgres\" (postgres://postgres:postgres@db)"),
+            "password authentication failed for user \"postgres\" (postgres://postgres:***@db)"
+        );
+        let long = url("postgres://app:Sup3rS3cret@db/x");
+        assert_eq!(long.scrub("echo Sup3rS3cret"), "echo ***");
     }
 
     #[test]

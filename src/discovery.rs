@@ -39,7 +39,7 @@ pub enum DiscoveryError {
     #[error("the tenants query failed: {0} (it must be one SELECT returning one text column of schema names; it runs as a subquery: SELECT ... FROM (<query>) q)")]
     Query(String),
     /// An invalid name in a strict selection (strict mode, or a list of names).
-    #[error("invalid tenant name(s); nothing was changed:{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+    #[error("invalid tenant name(s); no tenant was touched:{}", .0.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
     Invalid(Vec<NameError>),
     /// Selected tenants the source did not return.
     #[error("selected tenant(s) {} not among the discovered tenants; nothing was changed", .0.join(", "))]

@@ -38,6 +38,10 @@ pub enum Error {
     /// The configuration cannot work (a pool too small, a tenant name used twice, ...).
     #[error("{0}")]
     Config(String),
+    /// The run stopped after the shared schema's migrations were applied, before any tenant
+    /// was touched (a tenants query that reads what they created found a problem).
+    #[error("{0}\nnote: the shared schema's migrations had been applied before this; no tenant was touched")]
+    AfterShared(Box<Error>),
     /// A fleet-wide query failed (the shared schema and tenants already done stay done).
     #[error("{context}: {message}")]
     Database {
@@ -81,6 +85,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Unreachable(_) => exit::UNREACHABLE,
+            Error::AfterShared(inner) => inner.exit_code(),
             Error::Database { .. } => exit::TENANT_FAILED,
             _ => exit::USAGE,
         }

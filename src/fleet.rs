@@ -9,24 +9,29 @@ Reports flow from the workers over a channel to the calling thread, which passes
 */
 
 use crate::config::{Command, RunConfig};
-use crate::database::{Connector, Database};
+use crate::control::{RunControl, StopReason};
+use crate::database::{Connector, Database, Workers};
 use crate::error::Error;
 use crate::observer::Observer;
-use crate::report::{FleetReport, RunInfo, RunKind, TenantReport};
+use crate::report::{FailureKind, FleetReport, Outcome, RunInfo, RunKind, TenantReport};
 use crate::shared::Shared;
 use crate::source::SetInfo;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Instant;
+use diesel::connection::SimpleConnection;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
-/// Why a tenant was not started when the run stops at the first failure.
-pub(crate) const FAIL_FAST_SKIP: &str = "not started: an earlier tenant failed and the run stops at the first failure";
+/// How often the thread that started the run looks for an interruption and for notices
+/// while the workers run.
+const TICK: Duration = Duration::from_millis(50);
 
 /// A connected fleet run.
 pub(crate) struct Fleet<'c> {
-    pub(crate) config: &'c RunConfig,
     pub(crate) db: Database,
     pub(crate) shared: Shared<'c>,
+    /// Why the run stops early, the backends in flight, notices.
+    pub(crate) control: RunControl,
     report: FleetReport,
     clock: Instant,
 }
@@ -59,11 +64,18 @@ impl<'c> Fleet<'c> {
             target: db.target.clone(),
         };
         observer.started(&run);
+        let mut report = FleetReport::new(run);
+        let control = RunControl::new(config.cancel.clone(), config.max_failures);
+        let mut db = db;
+        report.warnings = crate::preflight::check(&mut db, config, kind)?;
+        for warning in &report.warnings {
+            observer.warning(warning);
+        }
         Ok(Fleet {
-            config,
             db,
             shared,
-            report: FleetReport::new(run),
+            control,
+            report,
             clock,
         })
     }
@@ -75,16 +87,26 @@ impl<'c> Fleet<'c> {
         !self.report.shared.as_ref().is_some_and(TenantReport::failed)
     }
 
+    /// Whether the shared schema's migrations changed something in this run.
+    pub(crate) fn shared_changed(&self) -> bool {
+        self.report
+            .shared
+            .as_ref()
+            .is_some_and(|s| !s.applied.is_empty() || !s.reverted.is_empty())
+    }
+
     /// Records names refused as tenant names.
     pub(crate) fn refused_names(&mut self, names: Vec<String>) {
         self.report.invalid_names = names;
     }
 
     /// Runs `work` on the workers; each item's report goes to `observer` (on this thread) as
-    /// soon as it is done. After a failure, when the run stops at the first failure, items
-    /// not yet started get `skipped(item)` instead of `each(item)`.
+    /// soon as it is done. Once the run stops early (failures, an interruption, a lost
+    /// server), items not yet started get `skipped(item, reason)` instead of `each(item)`.
+    /// A panic in `each` fails that item alone. On an interruption, the statements in
+    /// flight are cancelled from the control connection.
     pub(crate) fn parallel<W, F, S>(
-        &self,
+        &mut self,
         work: &[W],
         observer: &mut dyn Observer,
         each: F,
@@ -92,28 +114,30 @@ impl<'c> Fleet<'c> {
     ) -> Vec<TenantReport>
     where
         W: Sync,
-        F: Fn(&W) -> TenantReport + Sync,
-        S: Fn(&W) -> TenantReport + Sync,
+        F: Fn(&W, &Worker<'_>) -> TenantReport + Sync,
+        S: Fn(&W, &str) -> TenantReport + Sync,
     {
-        let fail_fast = self.config.fail_fast;
         let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel::<TenantReport>();
-        let workers = self.db.workers.count.clamp(1, work.len().max(1));
+        let count = self.db.workers.count.clamp(1, work.len().max(1));
         let mut reports = Vec::with_capacity(work.len());
+        let (control, workers, db_control) = (&self.control, &self.db.workers, &mut self.db.control);
+        let worker = Worker { workers, control };
         std::thread::scope(|scope| {
-            for _ in 0..workers {
+            for _ in 0..count {
                 let tx = tx.clone();
-                let (next, stop, each, skipped) = (&next, &stop, &each, &skipped);
+                let (next, each, skipped, worker) = (&next, &each, &skipped, &worker);
                 scope.spawn(move || {
                     while let Some(item) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let report = if stop.load(Ordering::Relaxed) {
-                            skipped(item)
-                        } else {
-                            each(item)
+                        let report = match control.stopped() {
+                            Some(reason) => skipped(item, reason.skip_reason()),
+                            None => contained(|| each(item, worker), || skipped(item, "")),
                         };
-                        if report.failed() && fail_fast {
-                            stop.store(true, Ordering::Relaxed);
+                        if report.failed() {
+                            control.failed();
+                            if lost_connection(&report) && !workers.server_reachable() {
+                                control.stop(StopReason::ServerLost);
+                            }
                         }
                         if tx.send(report).is_err() {
                             break;
@@ -122,9 +146,21 @@ impl<'c> Fleet<'c> {
                 });
             }
             drop(tx);
-            for report in rx {
-                observer.tenant_done(&report);
-                reports.push(report);
+            loop {
+                match rx.recv_timeout(TICK) {
+                    Ok(report) => {
+                        observer.tenant_done(&report);
+                        reports.push(report);
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                for (tenant, holder) in control.take_waiting() {
+                    observer.waiting(&tenant, &holder);
+                }
+                if let Some(pids) = control.to_cancel() {
+                    cancel_backends(db_control, &pids);
+                }
             }
         });
         reports
@@ -133,9 +169,70 @@ impl<'c> Fleet<'c> {
     /// Reverts the shared schema when the run includes it (after every tenant succeeded),
     /// and returns the run's report.
     pub(crate) fn finish(mut self, tenants: Vec<TenantReport>, observer: &mut dyn Observer) -> FleetReport {
-        if let Some(report) = self.shared.after_tenants(&mut self.db, &tenants, observer) {
+        if let Some(report) = self
+            .shared
+            .after_tenants(&mut self.db, &tenants, &self.control, observer)
+        {
             self.report.shared = Some(report);
         }
+        self.report.stopped = self.control.stopped();
         self.report.finish(tenants, self.clock)
+    }
+}
+
+/// What a worker thread works with.
+pub(crate) struct Worker<'a> {
+    /// The pool.
+    pub(crate) workers: &'a Workers,
+    /// The run's shared state.
+    pub(crate) control: &'a RunControl,
+}
+
+/// Runs `work`; a panic becomes a failed report (the pool closes the connection the panicking
+/// thread held, since r2d2 sees it dropped while panicking).
+fn contained(work: impl FnOnce() -> TenantReport, report: impl FnOnce() -> TenantReport) -> TenantReport {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(done) => done,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let mut failed = report();
+            failed.outcome = Outcome::Failed {
+                failure: FailureKind::Internal,
+                migration: None,
+                error: format!("internal error (please report it): {message}; the tenant's current migration, if any, was rolled back with its connection"),
+            };
+            failed
+        }
+    }
+}
+
+fn lost_connection(report: &TenantReport) -> bool {
+    matches!(
+        report.outcome,
+        Outcome::Failed {
+            failure: FailureKind::Connection | FailureKind::ConnectionLost,
+            ..
+        }
+    ) || matches!(&report.outcome, Outcome::Failed { error, .. } if error.contains("the connection was lost"))
+}
+
+/// Cancels the statements of `pids` (their transactions roll back), from the control
+/// connection.
+fn cancel_backends(control: &mut diesel::PgConnection, pids: &[i32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let list: Vec<String> = pids.iter().map(i32::to_string).collect();
+    let sql = format!(
+        "SELECT pg_cancel_backend(pid) FROM unnest(ARRAY[{}]::int[]) AS pid",
+        list.join(",")
+    );
+    match control.batch_execute(&sql) {
+        Ok(()) => log::info!("interrupted: cancelled the statements of {} backend(s)", pids.len()),
+        Err(e) => log::warn!("interrupted: could not cancel the statements in flight: {e}"),
     }
 }

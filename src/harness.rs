@@ -24,6 +24,7 @@ instead of handing it to the next tenant.
 */
 
 use crate::config::Settings;
+use crate::control::RunControl;
 use crate::database::mark_broken;
 use crate::tenant::{quote_literal, SchemaName};
 use diesel::connection::SimpleConnection;
@@ -57,7 +58,20 @@ pub(crate) enum HarnessError {
         migration: String,
         /// PostgreSQL's message with context.
         message: String,
+        /// Set when the migration was rolled back for a reason that may pass (a retry may
+        /// succeed).
+        transient: Option<Transient>,
     },
+    /// The tenant's lock stayed taken by another runner for the whole lock wait timeout.
+    #[error("{0}")]
+    LockWait(String),
+    /// The connection to the server broke outside a migration.
+    #[error("lost the connection to the server: {0}")]
+    ConnectionLost(String),
+    /// The run was interrupted while the tenant was being migrated.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+
     /// No connection could be had (password hidden).
     #[error("no database connection: {0}")]
     Connection(String),
@@ -81,7 +95,30 @@ pub(crate) enum HarnessError {
     NotATenant(String),
 }
 
+/// Why a rolled-back migration may succeed when tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transient {
+    /// The connection broke (the server restarted, a network blip).
+    ConnectionLost,
+    /// A serialization failure (SQLSTATE 40001).
+    Serialization,
+    /// A deadlock with another session.
+    Deadlock,
+    /// `lock_timeout` ran out waiting for a table lock.
+    LockTimeout,
+}
+
 impl HarnessError {
+    /// Whether a new attempt at the tenant may succeed (its failed migration rolled back for
+    /// a passing reason, or the connection broke between migrations).
+    pub(crate) fn transient(&self) -> Option<Transient> {
+        match self {
+            HarnessError::Migration { transient, .. } => *transient,
+            HarnessError::ConnectionLost(_) | HarnessError::Connection(_) => Some(Transient::ConnectionLost),
+            _ => None,
+        }
+    }
+
     /// The migration this error belongs to, if any.
     pub(crate) fn migration(&self) -> Option<&str> {
         match self {
@@ -112,6 +149,23 @@ enum Direction {
     Down,
 }
 
+#[derive(QueryableByName)]
+struct LockRow {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+#[derive(QueryableByName)]
+struct HolderRow {
+    #[diesel(sql_type = Text)]
+    holder: String,
+}
+
+/// The error a lock wait that timed out raises (ours, so never translated).
+const LOCK_WAIT: &str = "migrate-tenants: lock wait timeout";
+
 /// One tenant, locked, on one connection.
 pub(crate) struct TenantHarness<'a> {
     conn: &'a mut PgConnection,
@@ -120,44 +174,115 @@ pub(crate) struct TenantHarness<'a> {
     search_path: String,
     /// `lock_timeout` for migration statements, e.g. `5000ms`.
     lock_timeout: Option<String>,
+    /// `statement_timeout` for migration statements.
+    statement_timeout: Option<String>,
     /// The current step's commit marker (unique in this process).
     step_marker: u64,
+    /// How the last failed in-transaction step may pass.
+    last_transient: Option<Transient>,
+    /// The backend's pid (for cancelling it).
+    pid: i32,
+    control: Option<&'a RunControl>,
     released: bool,
 }
 
 impl<'a> TenantHarness<'a> {
-    /// Takes the tenant's session advisory lock, waiting while another runner holds it.
-    ///
-    /// `suffix` follows the tenant on `search_path` (shared schemas such as `public`).
+    /// Takes the tenant's session advisory lock, waiting while another runner holds it (at
+    /// most the lock wait timeout; the holder is named to `control` and in the error).
+    /// `control` learns the backend working on the tenant, so an interruption can cancel it.
     pub(crate) fn lock(
         conn: &'a mut PgConnection,
         schema: &SchemaName,
         settings: &Settings,
+        control: Option<&'a RunControl>,
     ) -> Result<TenantHarness<'a>> {
         let key = schema.lock_key();
-        let got = |conn: &mut PgConnection, sql: &str| -> Result<bool> {
-            diesel::sql_query(sql)
-                .bind::<BigInt, _>(key)
-                .get_result::<Flag>(conn)
-                .map(|f| f.flag)
-                .map_err(|e| db_error(&format!("taking the advisory lock of {schema}"), &e))
-        };
-        if !got(conn, "SELECT pg_try_advisory_lock($1) AS flag")? {
-            log::info!("{schema}: another runner holds its lock; waiting");
-            got(conn, "SELECT true AS flag FROM pg_advisory_lock($1)")?;
+        let context = format!("taking the advisory lock of {schema}");
+        let first = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS flag, pg_backend_pid() AS pid")
+            .bind::<BigInt, _>(key)
+            .get_result::<LockRow>(conn)
+            .map_err(|e| db_error(&context, &e))?;
+        if let Some(control) = control {
+            control.track(first.pid, schema);
         }
+        let mut harness = TenantHarness {
+            conn,
+            schema: schema.clone(),
+            search_path: String::new(),
+            lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
+            statement_timeout: settings.statement_timeout.map(|t| format!("{}ms", t.as_millis())),
+            step_marker: 0,
+            last_transient: None,
+            pid: first.pid,
+            control,
+            released: true, // nothing to release until the lock is held
+        };
+        if !first.flag {
+            harness.wait_for_lock(settings.lock_wait_timeout)?;
+        }
+        harness.released = false;
         let path: Vec<String> = std::iter::once(schema)
             .chain(&settings.search_path_suffix)
             .map(SchemaName::quoted)
             .collect();
-        Ok(TenantHarness {
-            conn,
-            schema: schema.clone(),
-            search_path: quote_literal(&path.join(", ")),
-            lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
-            step_marker: 0,
-            released: false,
-        })
+        harness.search_path = quote_literal(&path.join(", "));
+        Ok(harness)
+    }
+
+    /// Waits for the lock another runner holds, naming the holder.
+    fn wait_for_lock(&mut self, timeout: Option<std::time::Duration>) -> Result<()> {
+        let key = self.schema.lock_key();
+        let holder = self.lock_holder().unwrap_or_else(|| "another session".into());
+        log::info!("{}: waiting for its lock, held by {holder}", self.schema);
+        if let Some(control) = self.control {
+            control.waiting(&self.schema, holder.clone());
+        }
+        let limit = match timeout {
+            Some(t) => format!(
+                "PERFORM set_config('lock_timeout', '{}ms', true); ",
+                t.as_millis().max(1)
+            ),
+            None => String::new(),
+        };
+        // The exception is caught by its condition, not its (translated) message.
+        let sql = format!(
+            "DO $mt$BEGIN {limit}PERFORM pg_advisory_lock({key}); EXCEPTION WHEN lock_not_available THEN \
+             RAISE EXCEPTION '{LOCK_WAIT}'; END$mt$"
+        );
+        match self.conn.batch_execute(&sql) {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains(LOCK_WAIT) => {
+                let waited = timeout.map_or(String::new(), |t| format!(" after {} s", t.as_secs_f64()));
+                Err(HarnessError::LockWait(format!(
+                    "another runner holds the lock of {}{waited}: {holder}",
+                    self.schema
+                )))
+            }
+            Err(e) => Err(db_error(
+                &format!("waiting for the advisory lock of {}", self.schema),
+                &e,
+            )),
+        }
+    }
+
+    /// Who holds this tenant's advisory lock: pid, application, client, since when.
+    fn lock_holder(&mut self) -> Option<String> {
+        let key = self.schema.lock_key();
+        let sql = format!(
+            "SELECT format('pid %s (%s%s, connected since %s, %s)', a.pid, \
+               coalesce(nullif(a.application_name, ''), 'no application_name'), \
+               coalesce(' from ' || host(a.client_addr), ''), \
+               to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'), coalesce(a.state, 'unknown state')) AS holder \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND l.classid = (({key}::bigint >> 32) & 4294967295)::oid AND l.objid = ({key}::bigint & 4294967295)::oid \
+             LIMIT 1"
+        );
+        diesel::sql_query(sql)
+            .get_result::<HolderRow>(self.conn)
+            .ok()
+            .map(|r| r.holder)
     }
 
     fn conn(&mut self) -> &mut PgConnection {
@@ -200,7 +325,8 @@ impl<'a> TenantHarness<'a> {
         };
         let sql = format!("{create}CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL};", self.history());
         self.conn().batch_execute(&sql).map_err(|e| {
-            if !create_schema && e.to_string().contains("does not exist") {
+            // Asked of the catalog, not of the (translated) message.
+            if !create_schema && self.schema_exists().ok() == Some(false) {
                 HarnessError::MissingSchema(self.schema.to_string())
             } else {
                 db_error(
@@ -247,6 +373,7 @@ impl<'a> TenantHarness<'a> {
             DownSql::NoOp => self.conn().batch_execute(&forget).map_err(|e| HarnessError::Migration {
                 migration: migration.dir_name.clone(),
                 message: describe(&e, None),
+                transient: None,
             }),
             DownSql::Sql(down) => self.step(migration, Direction::Down, down, &forget, in_transaction),
         }
@@ -264,11 +391,16 @@ impl<'a> TenantHarness<'a> {
         } else {
             self.step_outside_transaction(body, bookkeeping)
         };
+        let transient = self.last_transient.take();
         result.map_err(|message| {
             let file = if dir == Direction::Up { "up.sql" } else { "down.sql" };
+            let transactional = m.run_in_transaction || in_tx;
             let rolled_back = if message.contains(SPLIT) {
                 "NOT rolled back: check the schema before retrying"
-            } else if m.run_in_transaction || in_tx {
+            } else if transactional && transient == Some(Transient::ConnectionLost) {
+                "the connection was lost: rolled back unless its COMMIT had reached the server; \
+                 the next run reads the history again"
+            } else if transactional {
                 "rolled back"
             } else {
                 "NOT rolled back: it runs outside a transaction; check the schema before retrying"
@@ -276,6 +408,9 @@ impl<'a> TenantHarness<'a> {
             HarnessError::Migration {
                 migration: m.dir_name.clone(),
                 message: format!("{file}: {message} ({rolled_back})"),
+                // Only a whole transaction that rolled back may be tried again, and only when
+                // this step owns it (inside a larger transaction the caller decides).
+                transient: transient.filter(|_| transactional && !in_tx && !message.contains(SPLIT)),
             }
         })
     }
@@ -291,6 +426,12 @@ impl<'a> TenantHarness<'a> {
         if let Some(timeout) = self.lock_timeout.as_ref().filter(|_| local) {
             sql.push_str(&format!(
                 "SELECT set_config('lock_timeout', {}, {local});\n",
+                quote_literal(timeout)
+            ));
+        }
+        if let Some(timeout) = self.statement_timeout.as_ref().filter(|_| local) {
+            sql.push_str(&format!(
+                "SELECT set_config('statement_timeout', {}, {local});\n",
                 quote_literal(timeout)
             ));
         }
@@ -340,6 +481,7 @@ impl<'a> TenantHarness<'a> {
             Ok(()) => Ok(()),
             Err(e) => {
                 let mut message = describe(&e, Some((prefix.chars().count(), body)));
+                self.last_transient = classify(&e);
                 if !in_tx {
                     let _ = self.conn().batch_execute("ROLLBACK");
                     if self.marker_committed() {
@@ -371,8 +513,9 @@ impl<'a> TenantHarness<'a> {
         // the body left a transaction open (which would swallow the history row).
         let finish = format!(
             "DO $mt$BEGIN IF transaction_timestamp() <> statement_timestamp() THEN RAISE EXCEPTION \
-             'migrate-tenants: the migration left a transaction open'; END IF; END$mt$;\n{}{bookkeeping};",
-            self.check_after(false)
+             'migrate-tenants: the migration left a transaction open'; END IF; END$mt$;\n{}{}{bookkeeping};",
+            self.check_after(false),
+            self.invalid_index_check(body),
         );
         let result = self
             .conn()
@@ -389,6 +532,25 @@ impl<'a> TenantHarness<'a> {
         }
         let reset = self.conn().batch_execute("RESET search_path");
         result.and(reset.map_err(|e| describe(&e, None)))
+    }
+
+    /// After a `CONCURRENTLY` build: refuses to record the version while the schema holds an
+    /// INVALID index (a failed or interrupted build leaves one, and `IF NOT EXISTS` then
+    /// skips it silently), naming the statement that drops it.
+    fn invalid_index_check(&self, body: &str) -> String {
+        if !body.to_ascii_lowercase().contains("concurrently") {
+            return String::new();
+        }
+        format!(
+            "DO $mt$DECLARE bad text; BEGIN \
+             SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ') INTO bad FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = {schema} AND NOT i.indisvalid; \
+             IF bad IS NOT NULL THEN RAISE EXCEPTION 'migrate-tenants: INVALID index % in the schema (a CONCURRENTLY \
+             build failed or was interrupted); the version was not recorded: run DROP INDEX CONCURRENTLY % and run again', \
+             bad, bad; END IF; END$mt$;\n",
+            schema = self.schema.literal()
+        )
     }
 
     /// Resets the session and releases the lock. If that fails, the connection is marked
@@ -434,6 +596,9 @@ impl Drop for TenantHarness<'_> {
                 log::warn!("{}: {e}; the connection will be closed", self.schema);
             }
         }
+        if let Some(control) = self.control {
+            control.untrack(self.pid);
+        }
     }
 }
 
@@ -471,7 +636,29 @@ fn concurrently_hint(body: &str) -> String {
 }
 
 fn db_error(context: &str, e: &DieselError) -> HarnessError {
-    HarnessError::Database(format!("{context}: {}", describe(e, None)))
+    let message = format!("{context}: {}", describe(e, None));
+    match classify(e) {
+        Some(Transient::ConnectionLost) => HarnessError::ConnectionLost(message),
+        _ => HarnessError::Database(message),
+    }
+}
+
+/// Whether a failure may pass. diesel gives the SQLSTATE-based kind for serialization
+/// failures and the connection's state for a lost one; deadlocks and lock timeouts are only
+/// recognised by PostgreSQL's English messages (with another `lc_messages` they are not
+/// retried: a limit the README states).
+pub(crate) fn classify(e: &DieselError) -> Option<Transient> {
+    use diesel::result::DatabaseErrorKind as Kind;
+    let DieselError::DatabaseError(kind, info) = e else {
+        return None;
+    };
+    match kind {
+        Kind::ClosedConnection | Kind::UnableToSendCommand => Some(Transient::ConnectionLost),
+        Kind::SerializationFailure => Some(Transient::Serialization),
+        _ if info.message().starts_with("deadlock detected") => Some(Transient::Deadlock),
+        _ if info.message().starts_with("canceling statement due to lock timeout") => Some(Transient::LockTimeout),
+        _ => None,
+    }
 }
 
 /// PostgreSQL's message with its detail and hint; with `body` = (characters before the

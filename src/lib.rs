@@ -33,6 +33,7 @@ mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
+mod control;
 mod database;
 mod discovery;
 mod error;
@@ -42,6 +43,7 @@ mod lifecycle;
 mod migrate;
 mod observer;
 mod plan;
+mod preflight;
 mod report;
 mod runner;
 mod shared;
@@ -49,7 +51,11 @@ mod source;
 mod tenant;
 mod tenant_run;
 
-pub use config::{DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT};
+pub use config::{
+    DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
+    DEFAULT_RETRIES,
+};
+pub use control::{CancelToken, StopReason};
 pub use database::{Pool, Target, Unreachable};
 pub use discovery::DiscoveryError;
 pub use error::{Blocked, Error};

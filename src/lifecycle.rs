@@ -10,9 +10,9 @@ which [`SchemaName::tenant`] already refuses.
 */
 
 use crate::config::{Command, RunConfig, Settings};
-use crate::database::Workers;
+use crate::control::RunControl;
 use crate::error::Error;
-use crate::fleet::{Fleet, FAIL_FAST_SKIP};
+use crate::fleet::{Fleet, Worker};
 use crate::harness::{HarnessError, TenantHarness};
 use crate::observer::Observer;
 use crate::plan::{self, Step};
@@ -71,9 +71,8 @@ pub(crate) fn create(
         set: &config.migrations,
         if_exists,
     };
-    let workers = &fleet.db.workers;
-    let create_one = |s: &SchemaName| with_conn(workers, s, |conn| creator.create_on(conn, s));
-    let reports = fleet.parallel(&schemas, observer, create_one, |s| skipped(s, FAIL_FAST_SKIP));
+    let create_one = |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| creator.create_on(conn, s, w.control));
+    let reports = fleet.parallel(&schemas, observer, create_one, skipped);
     Ok(fleet.finish(reports, observer))
 }
 
@@ -96,10 +95,10 @@ pub(crate) fn drop(
     observer: &mut dyn Observer,
 ) -> Result<FleetReport, Error> {
     let schemas = names(list, &config.shared.schema)?;
-    let fleet = Fleet::open(config, None, RunKind::TenantDrop, observer)?;
-    let workers = &fleet.db.workers;
-    let drop_one = |s: &SchemaName| with_conn(workers, s, |conn| drop_tenant(conn, s, force, if_missing));
-    let reports = fleet.parallel(&schemas, observer, drop_one, |s| skipped(s, FAIL_FAST_SKIP));
+    let mut fleet = Fleet::open(config, None, RunKind::TenantDrop, observer)?;
+    let drop_one =
+        |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| drop_tenant(conn, s, force, if_missing, w.control));
+    let reports = fleet.parallel(&schemas, observer, drop_one, skipped);
     Ok(fleet.finish(reports, observer))
 }
 
@@ -107,17 +106,25 @@ fn skipped(schema: &SchemaName, reason: &str) -> TenantReport {
     TenantReport::new(schema.clone(), Outcome::Skipped { reason: reason.into() })
 }
 
-/// Checks out a connection and runs `work`, turning every failure into the report.
-fn with_conn<F>(workers: &Workers, schema: &SchemaName, work: F) -> TenantReport
+/// Checks out a connection and runs `work`, turning every failure into the report (a
+/// failure once the run is interrupted is reported as the interruption).
+fn with_conn<F>(worker: &Worker<'_>, schema: &SchemaName, work: F) -> TenantReport
 where
     F: FnOnce(&mut PgConnection) -> Result<TenantReport, HarnessError>,
 {
     let started = Instant::now();
-    let result = workers
+    let result = worker
+        .workers
         .checkout()
         .map_err(HarnessError::Connection)
         .and_then(|mut conn| work(&mut conn));
-    let report = result.unwrap_or_else(|e| TenantReport::new(schema.clone(), Outcome::from(&e)));
+    let report = result.unwrap_or_else(|e| {
+        let e = match e {
+            e if worker.control.interrupted() => HarnessError::Interrupted(e.to_string()),
+            e => e,
+        };
+        TenantReport::new(schema.clone(), Outcome::from(&e))
+    });
     report.took(started.elapsed())
 }
 
@@ -126,8 +133,9 @@ fn drop_tenant(
     schema: &SchemaName,
     force: bool,
     if_missing: IfMissing,
+    control: &RunControl,
 ) -> Result<TenantReport, HarnessError> {
-    let mut h = TenantHarness::lock(conn, schema, &Settings::default())?;
+    let mut h = TenantHarness::lock(conn, schema, &Settings::default(), Some(control))?;
     if !h.schema_exists()? {
         h.release()?;
         return match if_missing {
@@ -161,8 +169,13 @@ struct Creator<'c> {
 }
 
 impl Creator<'_> {
-    fn create_on(&self, conn: &mut PgConnection, schema: &SchemaName) -> Result<TenantReport, HarnessError> {
-        let mut h = TenantHarness::lock(conn, schema, &self.config.settings)?;
+    fn create_on(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+        control: &RunControl,
+    ) -> Result<TenantReport, HarnessError> {
+        let mut h = TenantHarness::lock(conn, schema, &self.config.settings, Some(control))?;
         if h.schema_exists()? {
             if self.if_exists == IfExists::Fail {
                 return Err(HarnessError::SchemaExists(schema.to_string()));
@@ -172,9 +185,11 @@ impl Creator<'_> {
                 schema: schema.clone(),
                 exists: true,
                 create_schema: false,
+                applied: Vec::new(),
             };
             let up = Command::Up { to: None };
             return Ok(TenantRun::new(&tenant, &up, self.set)
+                .controlled(control)
                 .run_with(conn, &self.config.settings)
                 .finish());
         }
@@ -184,7 +199,7 @@ impl Creator<'_> {
             true => match create_atomically(&mut h, &steps) {
                 // A set that uses an enum value added by an earlier migration cannot run
                 // in one transaction; it still gets a tenant that is all or nothing.
-                Err(e) if e.to_string().contains("unsafe use of new value") => create_then_compensate(&mut h, &steps)?,
+                Err(_) if adds_enum_values(self.set) => create_then_compensate(&mut h, &steps)?,
                 other => other?,
             },
             false => create_then_compensate(&mut h, &steps)?,
@@ -236,10 +251,25 @@ fn apply_all(h: &mut TenantHarness<'_>, steps: &[Step<'_>], in_transaction: bool
 
 fn nothing_left(e: HarnessError, what_happened: &str) -> HarnessError {
     match e {
-        HarnessError::Migration { migration, message } => HarnessError::Migration {
+        HarnessError::Migration { migration, message, .. } => HarnessError::Migration {
             migration,
             message: format!("{message}; {what_happened}"),
+            transient: None,
         },
         other => HarnessError::Database(format!("{other}; {what_happened}")),
     }
+}
+
+/// Whether a migration of the set adds an enum value (`ALTER TYPE ... ADD VALUE`), which
+/// PostgreSQL forbids using in the transaction that added it: such a set may fail in one
+/// transaction and succeed migration by migration. Found by the lexer, not by the server's
+/// (translated) message.
+fn adds_enum_values(set: &MigrationSet) -> bool {
+    set.migrations().iter().any(|m| {
+        migrate_tenants_set::sql_lexer::split_statements(&m.up).is_ok_and(|statements| {
+            statements
+                .iter()
+                .any(|st| st.starts_with(&["alter", "type"]) && st.text.to_ascii_lowercase().contains("add value"))
+        })
+    })
 }

@@ -10,11 +10,11 @@ use crate::catalog::{self, TenantState};
 use crate::config::{Command, MissingPolicy, RunConfig, TenantSource};
 use crate::discovery::{self, Discovered};
 use crate::error::{Blocked, Error};
-use crate::fleet::{Fleet, FAIL_FAST_SKIP};
-use crate::harness::HarnessError;
+use crate::fleet::{Fleet, Worker};
+use crate::harness::{HarnessError, Transient};
 use crate::observer::Observer;
 use crate::plan;
-use crate::report::{FleetReport, RunKind, TenantReport};
+use crate::report::{FleetReport, Outcome, RunKind, TenantReport};
 use crate::tenant::SchemaName;
 use crate::tenant_run::{Tenant, TenantRun};
 use migrate_tenants_set::MigrationSet;
@@ -31,28 +31,37 @@ pub(crate) fn run(
     plan::check_command(command, set)?;
     let listed = select_offline(config)?;
     let mut fleet = Fleet::open(config, Some(command), kind, observer)?;
+    // A pattern reads only the catalog: it is read (and a strict selection refused) before
+    // the shared migrations change anything. A query may read a registry the shared
+    // migrations create, so it runs after them.
+    let listed = match listed {
+        None if matches!(config.tenants, TenantSource::Pattern(_)) => Some(discover(config, &mut fleet)?),
+        other => other,
+    };
     if !fleet.shared_first(observer) {
         return Ok(fleet.finish(Vec::new(), observer));
     }
     let found = match listed {
         Some(found) => found,
-        None => select(
-            config,
-            discovery::read_from_database(&mut fleet.db.control, &config.tenants)?,
-        )?,
+        None => discover(config, &mut fleet).map_err(|e| match (e, fleet.shared_changed()) {
+            (Error::Discovery(e), true) => Error::AfterShared(Box::new(Error::Discovery(e))),
+            (e, _) => e,
+        })?,
     };
     observer.discovered(&found.tenants, &found.invalid);
     fleet.refused_names(found.invalid.iter().map(ToString::to_string).collect());
     let states = read_states(&mut fleet, &found.tenants, set)?;
     refuse_irreversible(command, set, &found.tenants, &states)?;
     fleet.shared.refuse_irreversible(&mut fleet.db)?;
-    let reports = Migrate {
-        fleet: &fleet,
-        command,
-        set,
-    }
-    .run(found.tenants, states, observer);
+    refuse_non_atomic(config, command, set, &states)?;
+    let reports = Migrate { config, command, set }.run(&mut fleet, found.tenants, states, observer);
     Ok(fleet.finish(reports, observer))
+}
+
+/// Tenants from a query or a pattern, validated and selected.
+fn discover(config: &RunConfig, fleet: &mut Fleet<'_>) -> Result<Discovered, Error> {
+    let names = discovery::read_from_database(&mut fleet.db.control, &config.tenants)?;
+    select(config, names)
 }
 
 /// Tenants from a list or a file are read and validated before connecting, so a bad name
@@ -123,9 +132,38 @@ fn refuse_irreversible(
     })
 }
 
+/// `up` in one transaction per tenant is refused before anything changes when a migration
+/// it would apply must run outside a transaction.
+fn refuse_non_atomic(
+    config: &RunConfig,
+    command: &Command,
+    set: &MigrationSet,
+    states: &[TenantState],
+) -> Result<(), Error> {
+    if !config.atomic || !matches!(command, Command::Up { .. }) {
+        return Ok(());
+    }
+    let mut outside: Vec<&str> = Vec::new();
+    for state in states {
+        for step in plan::plan(command, set, &state.applied_versions(set)).unwrap_or_default() {
+            let m = step.migration();
+            if !m.run_in_transaction && !outside.contains(&m.dir_name.as_str()) {
+                outside.push(&m.dir_name);
+            }
+        }
+    }
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "refusing an all-or-nothing up: nothing was changed; these migrations run outside a transaction: {}",
+        outside.join(", ")
+    )))
+}
+
 /// The read-only parts of a migration run.
 struct Migrate<'r> {
-    fleet: &'r Fleet<'r>,
+    config: &'r RunConfig,
     command: &'r Command,
     set: &'r MigrationSet,
 }
@@ -135,6 +173,7 @@ impl Migrate<'_> {
     /// through the workers otherwise.
     fn run(
         &self,
+        fleet: &mut Fleet<'_>,
         tenants: Vec<SchemaName>,
         states: Vec<TenantState>,
         observer: &mut dyn Observer,
@@ -150,41 +189,31 @@ impl Migrate<'_> {
                 Err(tenant) => work.push(tenant),
             }
         }
-        let config = self.fleet.config;
-        let (workers, command, set) = (&self.fleet.db.workers, self.command, self.set);
-        let run_one = |t: &Tenant| {
-            TenantRun::new(t, command, set)
-                .run_on(workers, &config.settings)
-                .finish()
-        };
-        let skip_one = |t: &Tenant| TenantRun::new(t, command, set).skip(FAIL_FAST_SKIP).finish();
-        if config.fail_fast && reports.iter().any(TenantReport::failed) {
-            // A tenant already failed in triage (e.g. a missing schema): start nothing.
-            for report in work.iter().map(skip_one) {
-                observer.tenant_done(&report);
-                reports.push(report);
-            }
-        } else {
-            reports.extend(self.fleet.parallel(&work, observer, run_one, skip_one));
+        for _ in reports.iter().filter(|r| r.failed()) {
+            // A tenant that failed in triage (e.g. a missing schema) counts towards the limit.
+            fleet.control.failed();
         }
+        let run_one = |t: &Tenant, worker: &Worker<'_>| self.run_tenant(t, worker);
+        let skip_one = |t: &Tenant, why: &str| TenantRun::new(t, self.command, self.set).skip(why).finish();
+        reports.extend(fleet.parallel(&work, observer, run_one, skip_one));
         reports
     }
 
     /// `Ok(report)` when the catalog settles the tenant; `Err(tenant)` when a worker must
     /// connect (and, unless it only reads, take the tenant's lock).
     fn triage(&self, schema: SchemaName, state: &TenantState) -> Result<TenantReport, Tenant> {
-        let missing = self.fleet.config.missing;
+        let missing = self.config.missing;
+        let applied = state.applied_versions(self.set);
         let tenant = Tenant {
             schema,
             exists: state.exists,
             create_schema: missing == MissingPolicy::Create && !state.exists,
+            applied: applied.clone(),
         };
         if state.unreadable {
             return Err(tenant);
         }
-        let applied = state.applied_versions(self.set);
-        let mut run = TenantRun::new(&tenant, self.command, self.set);
-        run.record_state(&applied);
+        let run = TenantRun::new(&tenant, self.command, self.set);
         if !state.exists {
             return match (missing, self.command) {
                 (MissingPolicy::Create, Command::Up { .. } | Command::Redo { .. }) => Err(tenant),
@@ -202,4 +231,75 @@ impl Migrate<'_> {
             _ => Err(tenant),
         }
     }
+}
+
+impl Migrate<'_> {
+    /// One tenant, tried again (with backoff) while it fails for a passing reason.
+    fn run_tenant(&self, tenant: &Tenant, worker: &Worker<'_>) -> TenantReport {
+        let config = self.config;
+        let mut attempts: Vec<TenantReport> = Vec::new();
+        loop {
+            let (report, transient) = TenantRun::new(tenant, self.command, self.set)
+                .controlled(worker.control)
+                .atomic_up(config.atomic)
+                .run_on(worker.workers, &config.settings)
+                .finish_with_cause();
+            let retry = attempts.len() < config.retries as usize
+                && worker.control.stopped().is_none()
+                && transient.is_some_and(|t| t != Transient::ConnectionLost || worker.workers.server_reachable());
+            attempts.push(report);
+            if !retry {
+                return merge(attempts);
+            }
+            let delay = backoff(attempts.len() as u32);
+            log::info!(
+                "{}: {:?}; attempt {} in {} ms",
+                tenant.schema,
+                transient,
+                attempts.len() + 1,
+                delay.as_millis()
+            );
+            std::thread::sleep(delay);
+        }
+    }
+}
+
+/// 250 ms doubling per attempt, with up to 50% random jitter, so that runners that collided
+/// do not collide again.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let base = 250u64 << attempt.min(6);
+    std::time::Duration::from_millis(base + fastrand::u64(0..=base / 2))
+}
+
+/// One report for all attempts at a tenant: the first one's starting state, everything each
+/// attempt did, the last one's outcome.
+fn merge(mut attempts: Vec<TenantReport>) -> TenantReport {
+    let mut last = attempts.pop().expect("at least one attempt");
+    if attempts.is_empty() {
+        return last;
+    }
+    let mut done = TenantReport::new(last.schema.clone(), Outcome::Unchanged);
+    for (i, attempt) in attempts.iter_mut().enumerate() {
+        done.applied.append(&mut attempt.applied);
+        done.reverted.append(&mut attempt.reverted);
+        done.notes.append(&mut attempt.notes);
+        if let Outcome::Failed { error, .. } = &attempt.outcome {
+            done.notes
+                .push(format!("attempt {} failed and was tried again: {error}", i + 1));
+        }
+        done.elapsed_ms += attempt.elapsed_ms;
+    }
+    done.applied.append(&mut last.applied);
+    done.reverted.append(&mut last.reverted);
+    done.notes.append(&mut last.notes);
+    last.applied = done.applied;
+    last.reverted = done.reverted;
+    last.notes = done.notes;
+    last.version_before = attempts[0].version_before.clone();
+    last.retries = attempts.len() as u32;
+    last.elapsed_ms += done.elapsed_ms;
+    if last.outcome == Outcome::Unchanged && (!last.applied.is_empty() || !last.reverted.is_empty()) {
+        last.outcome = Outcome::Changed;
+    }
+    last
 }

@@ -19,6 +19,11 @@ pub trait Observer {
     }
     /// One tenant is done.
     fn tenant_done(&mut self, _report: &TenantReport) {}
+    /// A tenant waits for its lock, held by another runner (`holder`: pid, application,
+    /// client, since when).
+    fn waiting(&mut self, _tenant: &SchemaName, _holder: &str) {}
+    /// A problem found once for the whole run that does not stop it.
+    fn warning(&mut self, _message: &str) {}
 }
 
 /// An observer that ignores everything.

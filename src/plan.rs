@@ -19,6 +19,15 @@ pub enum Step<'s> {
     Revert(&'s Migration),
 }
 
+impl<'s> Step<'s> {
+    /// The migration the step runs.
+    pub(crate) fn migration(self) -> &'s Migration {
+        match self {
+            Step::Apply(m) | Step::Revert(m) => m,
+        }
+    }
+}
+
 /// A command that does not fit the migration set (exit code 2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -5,6 +5,7 @@ The engine returns these; renderers (human or JSON) turn them into text, and the
 is computed from them in one place ([`FleetReport::exit_code`]).
 */
 
+use crate::control::StopReason;
 use crate::database::Target;
 use crate::harness::HarnessError;
 use crate::source::SetInfo;
@@ -20,8 +21,12 @@ pub mod exit {
     pub const TENANT_FAILED: i32 = 1;
     /// Usage, configuration or migration-set error: nothing was touched.
     pub const USAGE: i32 = 2;
-    /// The database could not be reached.
+    /// The database could not be reached, or was lost during the run.
     pub const UNREACHABLE: i32 = 3;
+    /// The run was interrupted (SIGINT, or a cancelled token); the CLI exits 143 for SIGTERM.
+    pub const INTERRUPTED: i32 = 130;
+    /// SIGTERM.
+    pub const TERMINATED: i32 = 143;
 }
 
 /// What happened to one tenant.
@@ -69,6 +74,14 @@ pub enum FailureKind {
     SchemaExists,
     /// `tenant drop`: the schema has no history table, so it is not a tenant.
     NotATenant,
+    /// Another runner held the tenant's lock for the whole lock wait timeout.
+    LockWait,
+    /// The connection to the server broke.
+    ConnectionLost,
+    /// The run was interrupted while the tenant was being migrated.
+    Interrupted,
+    /// The runner itself failed (a bug: please report it).
+    Internal,
 }
 
 impl From<&HarnessError> for Outcome {
@@ -82,6 +95,9 @@ impl From<&HarnessError> for Outcome {
             HarnessError::MissingSchema(_) => FailureKind::MissingSchema,
             HarnessError::SchemaExists(_) => FailureKind::SchemaExists,
             HarnessError::NotATenant(_) => FailureKind::NotATenant,
+            HarnessError::LockWait(_) => FailureKind::LockWait,
+            HarnessError::ConnectionLost(_) => FailureKind::ConnectionLost,
+            HarnessError::Interrupted(_) => FailureKind::Interrupted,
         };
         Outcome::Failed {
             failure,
@@ -115,8 +131,10 @@ pub struct TenantReport {
     pub pending_count: usize,
     /// Applied versions this binary does not know.
     pub unknown: Vec<String>,
-    /// Things worth saying that are not errors (no-op `down.sql`, schema created, ...).
+    /// Things worth saying that are not errors (no-op `down.sql`, schema created, a retry, ...).
     pub notes: Vec<String>,
+    /// New attempts made after a passing failure (a lock timeout, a deadlock, ...).
+    pub retries: u32,
     /// Wall time spent on this tenant, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -136,6 +154,7 @@ impl TenantReport {
             pending_count: 0,
             unknown: Vec::new(),
             notes: Vec::new(),
+            retries: 0,
             elapsed_ms: 0,
         }
     }
@@ -143,6 +162,11 @@ impl TenantReport {
     /// Whether this tenant failed.
     pub fn failed(&self) -> bool {
         matches!(self.outcome, Outcome::Failed { .. })
+    }
+
+    /// Whether this tenant was not attempted.
+    pub fn skipped(&self) -> bool {
+        matches!(self.outcome, Outcome::Skipped { .. })
     }
 
     /// Sets the elapsed time.
@@ -269,6 +293,11 @@ pub struct FleetReport {
     pub tenants: Vec<TenantReport>,
     /// Discovered names refused as tenant names (never executed).
     pub invalid_names: Vec<String>,
+    /// Why the run stopped starting tenants before the end, if it did.
+    pub stopped: Option<StopReason>,
+    /// Problems found once for the whole run that did not stop it (e.g. the concurrency was
+    /// capped to the server's free connections).
+    pub warnings: Vec<String>,
     /// Counts.
     pub summary: Summary,
     /// Wall time of the run, in milliseconds.
@@ -283,6 +312,8 @@ impl FleetReport {
             shared: None,
             tenants: Vec::new(),
             invalid_names: Vec::new(),
+            stopped: None,
+            warnings: Vec::new(),
             summary: Summary::default(),
             elapsed_ms: 0,
         }
@@ -303,10 +334,15 @@ impl FleetReport {
         self
     }
 
-    /// The process exit code this report implies: 1 if anything failed, else 0.
+    /// The process exit code this report implies: 3 when the server was lost, 130 when the
+    /// run was interrupted, 1 if anything failed, else 0.
     pub fn exit_code(&self) -> i32 {
         let shared_failed = self.shared.as_ref().is_some_and(TenantReport::failed);
-        if shared_failed || self.summary.failed > 0 {
+        if self.stopped == Some(StopReason::ServerLost) {
+            exit::UNREACHABLE
+        } else if self.stopped == Some(StopReason::Interrupted) {
+            exit::INTERRUPTED
+        } else if shared_failed || self.summary.failed > 0 {
             exit::TENANT_FAILED
         } else {
             exit::SUCCESS

@@ -6,8 +6,9 @@ run a command. Every command returns a typed [`FleetReport`]; nothing is printed
 
 use crate::config::{
     Command, DownTarget, MissingPolicy, RunConfig, Settings, SharedConfig, TenantSource, DEFAULT_CONCURRENCY,
-    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_RETRIES,
 };
+use crate::control::CancelToken;
 use crate::database::{Connector, DatabaseUrl, Pool};
 use crate::error::Error;
 use crate::lifecycle::{self, IfExists, IfMissing};
@@ -135,7 +136,12 @@ pub struct Runner {
     connect_timeout: Duration,
     search_path_suffix: Vec<String>,
     lock_timeout: Option<Duration>,
-    fail_fast: bool,
+    statement_timeout: Option<Duration>,
+    lock_wait_timeout: Option<Duration>,
+    max_failures: Option<usize>,
+    retries: u32,
+    atomic: bool,
+    cancel: Option<CancelToken>,
     shared_schema: String,
     revert_shared: bool,
 }
@@ -158,7 +164,12 @@ impl Runner {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             search_path_suffix: vec!["public".into()],
             lock_timeout: None,
-            fail_fast: false,
+            statement_timeout: None,
+            lock_wait_timeout: Some(DEFAULT_LOCK_WAIT_TIMEOUT),
+            max_failures: None,
+            retries: DEFAULT_RETRIES,
+            atomic: false,
+            cancel: None,
             shared_schema: "public".into(),
             revert_shared: false,
         }
@@ -238,9 +249,53 @@ impl Runner {
         self
     }
 
-    /// Stop starting tenants after the first failure.
+    /// Stop starting tenants after the first failure (the others are reported skipped).
     pub fn fail_fast(mut self, fail_fast: bool) -> Runner {
-        self.fail_fast = fail_fast;
+        self.max_failures = if fail_fast { Some(1) } else { None };
+        self
+    }
+
+    /// Stop starting tenants once this many have failed (`None`: never).
+    pub fn max_failures(mut self, max: Option<usize>) -> Runner {
+        self.max_failures = max.map(|m| m.max(1));
+        self
+    }
+
+    /// `statement_timeout` for each migration statement (transactional migrations): bounds a
+    /// statement that runs (or waits) too long on a live server.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Runner {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a tenant waits for its lock while another runner migrates it (default 60 s;
+    /// `None`: forever). The holder is named in the report and to the observer.
+    pub fn lock_wait_timeout(mut self, timeout: Option<Duration>) -> Runner {
+        self.lock_wait_timeout = timeout;
+        self
+    }
+
+    /// New attempts at a tenant whose transactional migration rolled back for a passing
+    /// reason (lock timeout, deadlock, serialization failure, lost connection to a server
+    /// that answers again), with exponential backoff and jitter (default 2). Never for a
+    /// migration that runs outside a transaction.
+    pub fn retries(mut self, retries: u32) -> Runner {
+        self.retries = retries;
+        self
+    }
+
+    /// `up` applies all of a tenant's pending migrations in one transaction, so a tenant ends
+    /// at its old version or its new one (refused before anything changes when one of them
+    /// runs outside a transaction).
+    pub fn atomic(mut self, atomic: bool) -> Runner {
+        self.atomic = atomic;
+        self
+    }
+
+    /// Stops the run when `token` is cancelled: no new tenant starts, the statements in flight
+    /// are cancelled (their transactions roll back), and the report says what was left.
+    pub fn cancel_token(mut self, token: CancelToken) -> Runner {
+        self.cancel = Some(token);
         self
     }
 
@@ -369,8 +424,13 @@ impl Runner {
             settings: Settings {
                 search_path_suffix,
                 lock_timeout: self.lock_timeout,
+                statement_timeout: self.statement_timeout,
+                lock_wait_timeout: self.lock_wait_timeout,
             },
-            fail_fast: self.fail_fast,
+            max_failures: self.max_failures,
+            retries: self.retries,
+            atomic: self.atomic,
+            cancel: self.cancel.clone(),
             shared: SharedConfig {
                 schema: schema("shared schema", &self.shared_schema)?,
                 migrations: shared,

@@ -10,6 +10,7 @@ tenant succeeded, since the tenants were built on it.
 
 use crate::catalog;
 use crate::config::{Command, DownTarget, RunConfig, Settings};
+use crate::control::RunControl;
 use crate::database::Database;
 use crate::error::{Blocked, Error};
 use crate::harness::HarnessError;
@@ -100,17 +101,19 @@ impl<'c> Shared<'c> {
         &self,
         db: &mut Database,
         tenants: &[TenantReport],
+        control: &RunControl,
         observer: &mut dyn Observer,
     ) -> Option<TenantReport> {
         let set = self.set.filter(|_| Self::reverts(&self.command))?;
-        let report = if tenants.iter().any(TenantReport::failed) {
+        let report = if tenants.iter().any(TenantReport::failed) || control.stopped().is_some() {
             let tenant = Tenant {
                 schema: self.config.shared.schema.clone(),
                 exists: true,
                 create_schema: false,
+                applied: Vec::new(),
             };
             TenantRun::new(&tenant, &self.command, set)
-                .skip("a tenant failed; the shared schema was left as it is")
+                .skip("a tenant failed or the run stopped early; the shared schema was left as it is")
                 .finish()
         } else {
             self.run(db, set)
@@ -129,6 +132,7 @@ impl<'c> Shared<'c> {
                     schema,
                     exists: false,
                     create_schema: false,
+                    applied: Vec::new(),
                 };
                 let error = HarnessError::Database(format!("reading the shared schema: {e}"));
                 return TenantRun::new(&tenant, &self.command, set).fail(&error).finish();
@@ -138,10 +142,11 @@ impl<'c> Shared<'c> {
             schema,
             exists,
             create_schema: !exists,
+            applied: Vec::new(),
         };
         let settings = Settings {
             search_path_suffix: Vec::new(),
-            lock_timeout: self.config.settings.lock_timeout,
+            ..self.config.settings.clone()
         };
         TenantRun::new(&tenant, &self.command, set)
             .run_with(&mut db.control, &settings)

@@ -16,7 +16,7 @@ pub const MAX_NAME_BYTES: usize = 63;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// The name is empty.
-    #[error("tenant name is empty")]
+    #[error("tenant name is empty (a trailing or doubled comma in a list?)")]
     Empty,
     /// The name exceeds PostgreSQL's 63-byte identifier limit.
     #[error("tenant name {0:?} is {1} bytes; PostgreSQL identifiers hold at most 63 (longer names are truncated and can collide)")]

@@ -5,8 +5,9 @@ half-migrated tenant is always reported with the version it was left at.
 */
 
 use crate::config::{Command, Settings};
+use crate::control::RunControl;
 use crate::database::Workers;
-use crate::harness::{self, HarnessError, TenantHarness};
+use crate::harness::{self, HarnessError, TenantHarness, Transient};
 use crate::plan::{self, Step};
 use crate::report::{Outcome, TenantReport};
 use crate::tenant::SchemaName;
@@ -20,8 +21,11 @@ pub(crate) struct Tenant {
     pub(crate) schema: SchemaName,
     /// The schema exists (as far as the catalog pass knows).
     pub(crate) exists: bool,
-    /// `CREATE SCHEMA` before migrating (it is missing and `--missing create` was given).
+    /// `CREATE SCHEMA` before migrating (it is missing and the run creates missing schemas).
     pub(crate) create_schema: bool,
+    /// Applied versions, newest first, as the catalog pass read them (the report's state
+    /// when the tenant fails before its history is read again under the lock).
+    pub(crate) applied: Vec<String>,
 }
 
 /// The state of one tenant's run, turned into its report by [`TenantRun::finish`].
@@ -33,20 +37,43 @@ pub(crate) struct TenantRun<'r> {
     report: TenantReport,
     /// Applied versions, newest first, kept current as steps succeed.
     applied: Vec<String>,
+    control: Option<&'r RunControl>,
+    /// `up` applies all of the tenant's pending migrations in one transaction.
+    atomic_up: bool,
+    /// Why the failure may pass, when the tenant failed.
+    transient: Option<Transient>,
 }
 
 impl<'r> TenantRun<'r> {
     pub(crate) fn new(tenant: &'r Tenant, command: &'r Command, set: &'r MigrationSet) -> Self {
         let mut report = TenantReport::new(tenant.schema.clone(), Outcome::Unchanged);
         report.exists = tenant.exists;
-        TenantRun {
+        let mut run = TenantRun {
             tenant,
             command,
             set,
             started: Instant::now(),
             report,
             applied: Vec::new(),
-        }
+            control: None,
+            atomic_up: false,
+            transient: None,
+        };
+        run.record_state(&tenant.applied);
+        run
+    }
+
+    /// Reports the backend to `control` (so an interruption can cancel it) and stops between
+    /// migrations once the run is interrupted.
+    pub(crate) fn controlled(mut self, control: &'r RunControl) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// `up` applies all pending migrations in one transaction.
+    pub(crate) fn atomic_up(mut self, atomic: bool) -> Self {
+        self.atomic_up = atomic;
+        self
     }
 
     /// Records the applied versions (newest first) as the state before the run.
@@ -63,7 +90,14 @@ impl<'r> TenantRun<'r> {
     }
 
     pub(crate) fn fail(mut self, error: &HarnessError) -> Self {
-        self.report.outcome = Outcome::from(error);
+        let interrupted = self.control.is_some_and(RunControl::interrupted);
+        self.transient = error.transient();
+        self.report.outcome = match error {
+            HarnessError::Interrupted(_) => Outcome::from(error),
+            // A statement cancelled by the interruption fails with the server's message.
+            _ if interrupted => Outcome::from(&HarnessError::Interrupted(error.to_string())),
+            _ => Outcome::from(error),
+        };
         self
     }
 
@@ -90,7 +124,7 @@ impl<'r> TenantRun<'r> {
 
     /// Locks the tenant, re-reads its history, and runs its plan.
     fn execute(&mut self, conn: &mut PgConnection, settings: &Settings) -> Result<(), HarnessError> {
-        let mut h = TenantHarness::lock(conn, &self.tenant.schema, settings)?;
+        let mut h = TenantHarness::lock(conn, &self.tenant.schema, settings, self.control)?;
         if matches!(self.command, Command::Up { .. } | Command::Redo { .. }) {
             h.prepare(self.tenant.create_schema)?;
             if self.tenant.create_schema {
@@ -102,22 +136,76 @@ impl<'r> TenantRun<'r> {
         self.record_state(&applied);
         let steps = plan::plan(self.command, self.set, &applied)?;
         log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
-        for step in steps {
-            self.step(&mut h, step)?;
+        if self.atomic(&steps) {
+            self.all_or_nothing(&mut h, steps)?;
+        } else {
+            for step in steps {
+                self.check_interrupt(step)?;
+                self.step(&mut h, step, false)?;
+            }
         }
         h.release()
     }
 
-    fn step(&mut self, h: &mut TenantHarness<'_>, step: Step<'_>) -> Result<(), HarnessError> {
+    /// Whether the steps run in one transaction: `redo` whenever every step can (as the
+    /// diesel CLI does), `up` when asked to.
+    fn atomic(&self, steps: &[Step<'_>]) -> bool {
+        let wanted = match self.command {
+            Command::Redo { .. } => true,
+            Command::Up { .. } => self.atomic_up,
+            _ => false,
+        };
+        wanted && steps.len() > 1 && steps.iter().all(|s| s.migration().run_in_transaction)
+    }
+
+    /// Runs every step in one transaction; on failure the tenant is left exactly as before.
+    fn all_or_nothing(&mut self, h: &mut TenantHarness<'_>, steps: Vec<Step<'_>>) -> Result<(), HarnessError> {
+        let before = (
+            self.applied.clone(),
+            self.report.applied.len(),
+            self.report.reverted.len(),
+            self.report.notes.len(),
+        );
+        h.execute("BEGIN")?;
+        let result = steps
+            .into_iter()
+            .try_for_each(|step| {
+                self.check_interrupt(step)?;
+                self.step(h, step, true)
+            })
+            .and_then(|()| h.execute("COMMIT"));
+        if let Err(e) = result {
+            let _ = h.execute("ROLLBACK");
+            self.applied = before.0;
+            self.report.applied.truncate(before.1);
+            self.report.reverted.truncate(before.2);
+            self.report.notes.truncate(before.3);
+            return Err(rolled_back_whole(e));
+        }
+        Ok(())
+    }
+
+    /// Stops before `step` once the run is interrupted.
+    fn check_interrupt(&self, step: Step<'_>) -> Result<(), HarnessError> {
+        match self.control {
+            Some(control) if control.interrupted() => Err(HarnessError::Interrupted(format!(
+                "stopped before {}",
+                step.migration().dir_name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn step(&mut self, h: &mut TenantHarness<'_>, step: Step<'_>, in_tx: bool) -> Result<(), HarnessError> {
         match step {
             Step::Apply(m) => {
-                h.apply(m, false)?;
+                h.apply(m, in_tx)?;
                 self.applied.push(m.version.clone());
                 self.applied.sort_by(|a, b| b.cmp(a));
                 self.report.applied.push(m.version.clone());
             }
             Step::Revert(m) => {
-                h.revert(m, false)?;
+                h.revert(m, in_tx)?;
                 self.applied.retain(|v| *v != m.version);
                 self.report.reverted.push(m.version.clone());
                 if m.down == DownSql::NoOp {
@@ -127,6 +215,12 @@ impl<'r> TenantRun<'r> {
             }
         }
         Ok(())
+    }
+
+    /// The report, and why its failure may pass (a retry may succeed).
+    pub(crate) fn finish_with_cause(self) -> (TenantReport, Option<Transient>) {
+        let transient = self.transient;
+        (self.finish(), transient)
     }
 
     /// The report: outcome, versions before and after, counts, elapsed time.
@@ -151,5 +245,19 @@ impl<'r> TenantRun<'r> {
             .filter(|m| !self.applied.contains(&m.version))
             .count();
         self.report.took(self.started.elapsed())
+    }
+}
+
+/// The error of a step inside an all-or-nothing transaction, saying that nothing was kept.
+fn rolled_back_whole(e: HarnessError) -> HarnessError {
+    const WHOLE: &str = "the whole run on this tenant was one transaction and was rolled back: it is as it was before";
+    match e {
+        HarnessError::Migration { migration, message, .. } => HarnessError::Migration {
+            migration,
+            message: format!("{message}; {WHOLE}"),
+            transient: None,
+        },
+        HarnessError::Interrupted(why) => HarnessError::Interrupted(format!("{why}; {WHOLE}")),
+        other => HarnessError::Database(format!("{other}; {WHOLE}")),
     }
 }

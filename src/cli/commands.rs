@@ -5,6 +5,7 @@ come back typed; this is where the CLI adds the hints that name its flags.
 
 use super::flags::{Cli, CliCommand, Format, Global, TenantCommand, UsageError};
 use super::locate;
+use super::output::{errln, outln};
 use super::render::Printer;
 use super::Migrations;
 use crate::database::DatabaseUrl;
@@ -28,7 +29,7 @@ pub fn init_logging(global: &Global) {
 }
 
 /// Runs the command; returns the process exit code.
-pub(super) fn dispatch(cli: &Cli, migrations: Migrations) -> i32 {
+pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelToken) -> i32 {
     let scrub = |text: String| match cli.global.database_url() {
         Ok(url) => url.scrub(&text),
         Err(_) => text,
@@ -36,13 +37,19 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations) -> i32 {
     let result = match &cli.command {
         CliCommand::List => list(&cli.global, migrations),
         CliCommand::Generate { name, no_transaction } => generate(&cli.global, migrations, name, *no_transaction),
-        CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd),
-        command => fleet(&cli.global, migrations, command),
+        CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd, cancel),
+        command => fleet(&cli.global, migrations, command, cancel),
     };
     match result {
         Ok(code) => code,
         Err((code, message)) => {
-            eprintln!("error: {}", scrub(message));
+            let message = scrub(message);
+            if cli.global.format == Format::Json {
+                // A script reading stdout gets a document in every case.
+                let doc = serde_json::json!({ "error": { "message": message, "exit_code": code } });
+                outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            errln!("error: {message}");
             code
         }
     }
@@ -58,7 +65,7 @@ fn usage(e: UsageError) -> (i32, String) {
 fn run_error(e: Error) -> (i32, String) {
     let hint = match &e {
         Error::Unreachable(_) => "\nhint: is the server running, and are host, port and credentials right? (--connect-timeout sets how long to wait)",
-        Error::Discovery(DiscoveryError::Invalid(_)) => "\nhint: names from --tenants are always checked strictly; with --tenants-file or a query (without --strict) invalid names are skipped",
+        Error::Discovery(DiscoveryError::Invalid(_)) => "\nhint: a tenant name is 1-63 bytes of a-z, 0-9 and _, not starting with a digit or pg_",
         Error::Discovery(DiscoveryError::NotFound(_)) => "\nhint: every --tenant must be among the tenants the source returns",
         Error::Command(_) => "\nhint: `list` shows the known migrations",
         Error::Irreversible { .. } => "\nhint: give the migration a down.sql, or revert fewer steps (--steps, --to)",
@@ -109,12 +116,15 @@ fn sets(
     Ok((Some(set), shared))
 }
 
-fn fleet(global: &Global, migrations: Migrations, command: &CliCommand) -> Outcome {
+fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: crate::CancelToken) -> Outcome {
     let revert_shared = matches!(command, CliCommand::Down { shared: true, .. });
+    let atomic = matches!(command, CliCommand::Up { atomic: true, .. });
     let runner = global
         .configure(runner(global, migrations)?, None)
         .map_err(usage)?
-        .revert_shared(revert_shared);
+        .revert_shared(revert_shared)
+        .atomic(atomic)
+        .cancel_token(cancel);
     let (kind, task) = match command {
         CliCommand::Tenant(TenantCommand::List) => (RunKind::TenantList, None),
         other => {
@@ -144,19 +154,27 @@ fn kind_of(task: &Task) -> RunKind {
 }
 
 fn list(global: &Global, migrations: Migrations) -> Outcome {
-    let set = match sets(global, migrations)? {
-        (Some(set), _) => set,
+    let invalid = |e| run_error(Error::InvalidSet(e));
+    let (set, shared) = match sets(global, migrations)? {
+        (Some(set), shared) => (set, shared),
         (None, _) => match migrations {
-            Migrations::Embedded(embedded) => embedded.tenant_set().map_err(|e| run_error(Error::InvalidSet(e)))?,
+            Migrations::Embedded(embedded) => (
+                embedded.tenant_set().map_err(invalid)?,
+                embedded.shared_set().map_err(invalid)?,
+            ),
             Migrations::Directory => unreachable!("a directory binary always loads its set"),
         },
     };
+    let sets: Vec<(&str, &MigrationSet)> = std::iter::once(("tenant", &set))
+        .chain(shared.as_ref().map(|s| ("shared", s)))
+        .collect();
     if global.format == Format::Json {
-        let rows: Vec<_> = set
-            .migrations()
+        let rows: Vec<_> = sets
             .iter()
-            .map(|m| {
+            .flat_map(|(which, set)| set.migrations().iter().map(move |m| (*which, m)))
+            .map(|(which, m)| {
                 serde_json::json!({
+                    "set": which,
                     "version": m.version,
                     "name": m.dir_name,
                     "down": match m.down { DownSql::Missing => "missing", DownSql::NoOp => "empty", DownSql::Sql(_) => "sql" },
@@ -164,23 +182,26 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
         return Ok(exit::SUCCESS);
     }
-    let info = crate::SetInfo::of(&set);
-    println!("{} migration(s) from {}", info.migrations, info.origin);
-    for m in set.migrations() {
-        let down = match m.down {
-            DownSql::Missing => "no down.sql (irreversible)",
-            DownSql::NoOp => "empty down.sql (reverts as a no-op)",
-            DownSql::Sql(_) => "reversible",
-        };
-        let tx = if m.run_in_transaction {
-            ""
-        } else {
-            ", runs outside a transaction"
-        };
-        println!("{}  {}  [{down}{tx}]", m.version, m.dir_name);
+    for (which, set) in sets {
+        let info = crate::SetInfo::of(set);
+        let title = if which == "shared" { "shared schema: " } else { "" };
+        outln!("{title}{} migration(s) from {}", info.migrations, info.origin);
+        for m in set.migrations() {
+            let down = match m.down {
+                DownSql::Missing => "no down.sql (irreversible)",
+                DownSql::NoOp => "empty down.sql (reverts as a no-op)",
+                DownSql::Sql(_) => "reversible",
+            };
+            let tx = if m.run_in_transaction {
+                ""
+            } else {
+                ", runs outside a transaction"
+            };
+            outln!("{}  {}  [{down}{tx}]", m.version, m.dir_name);
+        }
     }
     Ok(exit::SUCCESS)
 }
@@ -193,19 +214,19 @@ fn generate(global: &Global, migrations: Migrations, name: &str, no_transaction:
     };
     let created = super::generate::generate(&dir, name, chrono::Utc::now(), !no_transaction)
         .map_err(|e| (exit::USAGE, e.to_string()))?;
-    println!("created {}", created.display());
-    println!("  {}", created.join("up.sql").display());
-    println!("  {}", created.join("down.sql").display());
+    outln!("created {}", created.display());
+    outln!("  {}", created.join("up.sql").display());
+    outln!("  {}", created.join("down.sql").display());
     if let Migrations::Embedded(embedded) = migrations {
         let (package, _) = embedded.package();
-        println!("note: {package} runs the migrations compiled into it: rebuild it (cargo build) to embed the new one");
+        outln!("note: {package} runs the migrations compiled into it: rebuild it (cargo build) to embed the new one");
     }
     Ok(exit::SUCCESS)
 }
 
-fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand) -> Outcome {
+fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand, cancel: crate::CancelToken) -> Outcome {
     let (task, kind) = match command {
-        TenantCommand::List => return fleet(global, migrations, &CliCommand::Tenant(TenantCommand::List)),
+        TenantCommand::List => return fleet(global, migrations, &CliCommand::Tenant(TenantCommand::List), cancel),
         TenantCommand::Create { names, if_not_exists } => (
             Task::CreateTenants {
                 names: names.clone(),
@@ -244,7 +265,8 @@ fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand) -> O
     };
     let runner = global
         .configure(runner(global, migrations)?, Some(TenantSource::List(names)))
-        .map_err(usage)?;
+        .map_err(usage)?
+        .cancel_token(cancel);
     let mut printer = Printer::new(global.format, global.quiet, kind);
     let report = runner.run(&task, &mut printer).map_err(run_error)?;
     printer.finish(&report);

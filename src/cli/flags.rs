@@ -64,12 +64,34 @@ pub struct Global {
     /// lock_timeout for migration statements, in milliseconds: a DDL statement that waits
     /// longer for a table lock fails (and rolls back) instead of queueing the application
     /// behind it (default: the server's setting).
-    #[arg(long, global = true, value_name = "MS")]
+    #[arg(long, global = true, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
     pub lock_timeout: Option<u64>,
+
+    /// statement_timeout for migration statements, in milliseconds (transactional migrations):
+    /// a statement running longer fails and rolls back (default: the server's setting).
+    #[arg(long, global = true, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
+    pub statement_timeout: Option<u64>,
+
+    /// Seconds a tenant waits for its lock while another runner migrates it; the holder is
+    /// named (0: wait forever).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(0..=2_147_483))]
+    pub lock_wait_timeout: u64,
+
+    /// New attempts at a tenant whose transactional migration rolled back on a lock timeout,
+    /// deadlock, serialization failure or lost connection (backoff with jitter).
+    #[arg(long, global = true, value_name = "N", default_value_t = crate::DEFAULT_RETRIES,
+        value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
 
     /// Stop starting new tenants after the first failure.
     #[arg(long, global = true)]
     pub fail_fast: bool,
+
+    /// Stop starting new tenants after N failures.
+    #[arg(long, global = true, value_name = "N", conflicts_with = "fail_fast",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_failures: Option<u64>,
 
     /// Schema holding the shared migrations' history (tenant registry, extensions).
     #[arg(long, global = true, default_value = "public", value_name = "SCHEMA")]
@@ -162,6 +184,10 @@ pub enum CliCommand {
         /// Stop after this version (e.g. 2024-01-01-000003 or 20240101000003).
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
+        /// Apply each tenant's pending migrations in one transaction: a tenant ends at its old
+        /// version or its new one (refused when one of them runs outside a transaction).
+        #[arg(long)]
+        atomic: bool,
     },
     /// Revert the newest applied migration(s) of each tenant.
     Down {
@@ -279,9 +305,20 @@ impl Global {
                     .filter(|s| !s.is_empty()),
             )
             .fail_fast(self.fail_fast)
+            .retries(self.retries)
+            .lock_wait_timeout(match self.lock_wait_timeout {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            })
             .shared_schema(&self.shared_schema);
         if let Some(ms) = self.lock_timeout {
             runner = runner.lock_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.statement_timeout {
+            runner = runner.statement_timeout(Duration::from_millis(ms));
+        }
+        if let Some(max) = self.max_failures {
+            runner = runner.max_failures(Some(usize::try_from(max).unwrap_or(usize::MAX)));
         }
         Ok(runner)
     }
@@ -324,7 +361,9 @@ impl TenantArgs {
         match flags.len() {
             1 => Ok(flags.pop().expect("one").1),
             0 => Err(UsageError(
-                "no tenants: give exactly one of --tenants, --tenants-file, --tenants-query or --schema-pattern".into(),
+                "no tenants: give exactly one of --tenants, --tenants-file, --tenants-query or --schema-pattern \
+                 (or TENANTS, TENANTS_QUERY or TENANT_SCHEMA_PATTERN in the environment or .env)"
+                    .into(),
             )),
             _ => Err(UsageError(format!(
                 "several tenant sources given ({}); give exactly one",
@@ -346,7 +385,7 @@ impl CliCommand {
     /// The library task for fleet commands.
     pub fn task(&self) -> Option<Task> {
         Some(match self {
-            CliCommand::Up { to } => Task::Up { to: to.clone() },
+            CliCommand::Up { to, .. } => Task::Up { to: to.clone() },
             CliCommand::Down { steps, to, all, .. } => Task::Down(match (to, all) {
                 (Some(v), _) => DownTarget::To(v.clone()),
                 (None, true) => DownTarget::All,

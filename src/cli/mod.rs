@@ -20,7 +20,11 @@ mod commands;
 mod flags;
 mod generate;
 mod locate;
+mod output;
 mod render;
+mod signals;
+
+use output::errln;
 
 use crate::source::EmbeddedMigrations;
 use clap::Parser;
@@ -51,19 +55,33 @@ fn run(migrations: Migrations) -> i32 {
     load_dotenv();
     let cli = flags::Cli::parse();
     commands::init_logging(&cli.global);
-    commands::dispatch(&cli, migrations)
+    let token = crate::CancelToken::new();
+    let received = signals::install(token.clone());
+    let code = commands::dispatch(&cli, migrations, token);
+    match received.exit_code() {
+        Some(signal_code) if code == crate::exit::INTERRUPTED => signal_code,
+        _ => code,
+    }
 }
 
 /// Loads `.env` from the current directory or the nearest parent that has one; variables
 /// already set win. A malformed line is worth a warning: dotenvy stops there (the lines
 /// before it are loaded, the rest are not).
 fn load_dotenv() {
-    match dotenvy::dotenv() {
-        Ok(_) => {}
-        Err(e) if e.not_found() => {}
-        Err(e) => eprintln!(
-            "warning: .env: {e}; that line and the ones after it were not loaded \
-             (put a value with spaces, `\\`, `#` or quotes in single quotes: TENANT_SCHEMA_PATTERN='tenant\\_%')"
+    let Some(path) = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().map(|d| d.join(".env")).find(|p| p.is_file()))
+    else {
+        return;
+    };
+    match dotenvy::from_path(&path) {
+        Ok(()) => log::debug!("loaded {}", path.display()),
+        Err(dotenvy::Error::LineParse(line, at)) => errln!(
+            "warning: {}: cannot parse the line {line:?} (at character {}); it and the lines after it were not \
+             loaded (a value with spaces, `\\`, `#` or quotes goes in single quotes: TENANT_SCHEMA_PATTERN='tenant\\_%')",
+            path.display(),
+            at + 1
         ),
+        Err(e) => errln!("warning: {}: {e}; it was not loaded", path.display()),
     }
 }

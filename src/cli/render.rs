@@ -5,8 +5,10 @@ results look.
 */
 
 use super::flags::Format;
-use crate::{FailureKind, FleetReport, NameError, Observer, Outcome, RunInfo, RunKind, SchemaName, TenantReport};
-use std::io::Write;
+use super::output::{errln, outln};
+use crate::{
+    FailureKind, FleetReport, NameError, Observer, Outcome, RunInfo, RunKind, SchemaName, StopReason, TenantReport,
+};
 
 /// Prints reports as they arrive.
 pub struct Printer {
@@ -23,11 +25,10 @@ impl Printer {
 
     /// Prints the end of the run: the summary (human) or the whole report (json).
     pub fn finish(&self, fleet: &FleetReport) {
-        let mut out = std::io::stdout().lock();
-        let _ = match self.format {
-            Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(fleet).unwrap_or_default()),
-            Format::Human => writeln!(out, "{}", summary(fleet)),
-        };
+        match self.format {
+            Format::Json => outln!("{}", serde_json::to_string_pretty(fleet).unwrap_or_default()),
+            Format::Human => outln!("{}", summary(fleet)),
+        }
     }
 
     /// Per-tenant lines: human output, not quiet (quiet prints failures once, in the summary).
@@ -49,35 +50,45 @@ pub fn run_line(run: &RunInfo) -> String {
 impl Observer for Printer {
     fn started(&mut self, run: &RunInfo) {
         if self.format == Format::Human {
-            println!("{}", run_line(run));
+            outln!("{}", run_line(run));
         }
     }
 
     fn discovered(&mut self, tenants: &[SchemaName], invalid: &[NameError]) {
         if self.format == Format::Human {
             for e in invalid {
-                eprintln!("skipped invalid tenant name: {e}");
+                errln!("skipped invalid tenant name: {e}");
             }
             if tenants.is_empty() {
-                eprintln!("warning: no tenants found");
+                errln!("warning: no tenants found");
             }
             if !self.quiet {
-                println!("{} tenant(s)", tenants.len());
+                outln!("{} tenant(s)", tenants.len());
             }
         }
     }
 
     fn shared_done(&mut self, report: &TenantReport) {
         if self.shows() {
-            println!("shared schema {}", tenant_line(report, self.kind));
+            outln!("shared schema {}", tenant_line(report, self.kind));
         }
+    }
+
+    fn waiting(&mut self, tenant: &SchemaName, holder: &str) {
+        if self.format == Format::Human {
+            outln!("{tenant}: waiting for its lock, held by {holder}");
+        }
+    }
+
+    fn warning(&mut self, message: &str) {
+        errln!("warning: {message}");
     }
 
     fn tenant_done(&mut self, report: &TenantReport) {
         if self.shows() {
-            println!("{}", tenant_line(report, self.kind));
+            outln!("{}", tenant_line(report, self.kind));
             for note in &report.notes {
-                println!("    note: {note}");
+                outln!("    note: {note}");
             }
         }
     }
@@ -112,7 +123,12 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
         Outcome::Changed if kind == RunKind::TenantCreate && r.version_before.is_none() => {
             format!("{name}: created at {after} ({}, {} ms)", counts(r), r.elapsed_ms)
         }
-        Outcome::Changed => format!("{name}: {before} -> {after} ({}, {} ms)", counts(r), r.elapsed_ms),
+        Outcome::Changed => format!(
+            "{name}: {before} -> {after} ({}{}, {} ms)",
+            counts(r),
+            retries(r),
+            r.elapsed_ms
+        ),
         Outcome::Failed {
             failure,
             migration,
@@ -140,6 +156,7 @@ fn hint(failure: FailureKind, kind: RunKind) -> &'static str {
         (FailureKind::MissingSchema, _) => " (create it, or run with --missing create or --missing skip)",
         (FailureKind::SchemaExists, _) => " (--if-not-exists migrates it instead)",
         (FailureKind::NotATenant, _) => " (--force drops it anyway)",
+        (FailureKind::LockWait, _) => " (--lock-wait-timeout sets how long to wait)",
         _ => "",
     }
 }
@@ -149,6 +166,13 @@ fn pending_note(r: &TenantReport) -> String {
         format!(" ({} later migration(s) not requested)", r.pending_count)
     } else {
         String::new()
+    }
+}
+
+fn retries(r: &TenantReport) -> String {
+    match r.retries {
+        0 => String::new(),
+        n => format!(" after {n} retr{}", if n == 1 { "y" } else { "ies" }),
     }
 }
 
@@ -165,17 +189,15 @@ pub fn summary(fleet: &FleetReport) -> String {
     let s = &fleet.summary;
     let kind = fleet.run.command;
     let mut text = if kind.reads_only() {
-        let (mut current, mut behind, mut missing) = (0, 0, 0);
+        let (mut current, mut behind) = (0, 0);
         for r in fleet.tenants.iter().filter(|r| r.outcome == Outcome::Unchanged) {
-            match (r.exists, r.pending_count) {
-                (false, _) => missing += 1,
-                (true, 0) => current += 1,
-                (true, _) => behind += 1,
+            match r.pending_count {
+                0 => current += 1,
+                _ => behind += 1,
             }
         }
         format!(
-            "{}: {} tenant(s): {current} up to date, {behind} with pending migrations, {missing} missing, \
-             {} failed, {} skipped in {} ms",
+            "{}: {} tenant(s): {current} up to date, {behind} with pending migrations, {} failed, {} skipped in {} ms",
             kind.name(),
             s.tenants,
             s.failed,
@@ -183,8 +205,12 @@ pub fn summary(fleet: &FleetReport) -> String {
             fleet.elapsed_ms
         )
     } else {
+        let shared = match fleet.shared.as_ref().map(|r| r.applied.len() + r.reverted.len()) {
+            Some(n) if n > 0 => format!(" ({n} in the shared schema)"),
+            _ => String::new(),
+        };
         format!(
-            "{}: {} tenant(s): {} changed, {} unchanged, {} failed, {} skipped; {} migration(s) applied, {} reverted in {} ms",
+            "{}: {} tenant(s): {} changed, {} unchanged, {} failed, {} skipped; {} migration(s) applied, {} reverted{shared} in {} ms",
             kind.name(),
             s.tenants,
             s.changed,
@@ -196,6 +222,19 @@ pub fn summary(fleet: &FleetReport) -> String {
             fleet.elapsed_ms
         )
     };
+    if let Some(reason) = fleet.stopped {
+        let not_started = fleet.tenants.iter().filter(|r| r.skipped()).count();
+        let why = match reason {
+            StopReason::FailFast => "a tenant failed (--fail-fast)",
+            StopReason::MaxFailures => "too many tenants failed (--max-failures)",
+            StopReason::Interrupted => {
+                "interrupted; tenants in flight were cancelled and rolled back, except \
+                                        where their line says NOT rolled back"
+            }
+            StopReason::ServerLost => "the database server was lost; run the same command again once it is back",
+        };
+        text.push_str(&format!("\nstopped early: {why}; {not_started} tenant(s) not started"));
+    }
     if let Some(shared) = fleet.shared.as_ref().filter(|r| r.failed()) {
         let consequence = match fleet.tenants.is_empty() {
             true => "; no tenant was touched",

@@ -15,7 +15,7 @@ This crate does no database work and has no stable API of its own: use it throug
 
 pub mod sql_lexer;
 
-use sql_lexer::{split_statements, Statement};
+use sql_lexer::{for_each_statement, Statement};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -300,24 +300,31 @@ fn check_metadata(dir: &str, metadata: Option<&str>, problems: &mut Vec<String>)
 }
 
 /// Checks one SQL file; returns its statement count, or `None` if it cannot be split.
+/// One pass over the file: statements are checked as the lexer finds them, never collected.
 fn check_sql(dir: &str, file: &str, sql: &str, problems: &mut Vec<String>) -> Option<usize> {
-    let statements = match split_statements(sql) {
-        Ok(s) => s,
-        Err(e) => {
-            problems.push(format!("{dir}/{file}: {e}"));
-            return None;
-        }
-    };
-    for stmt in &statements {
-        if let Some(why) = forbidden(stmt) {
-            problems.push(format!(
+    let mut count = 0;
+    let mut found = Vec::new();
+    let split = for_each_statement(sql, |stmt| {
+        count += 1;
+        if let Some(why) = forbidden(&stmt) {
+            found.push(format!(
                 "{dir}/{file} line {}: `{}` {why}",
                 stmt.line,
                 first_line(stmt.text)
             ));
         }
+    });
+    match split {
+        Ok(()) => {
+            problems.append(&mut found);
+            Some(count)
+        }
+        // A file that cannot be split reports only that (its statements are not checked).
+        Err(e) => {
+            problems.push(format!("{dir}/{file}: {e}"));
+            None
+        }
     }
-    Some(statements.len())
 }
 
 /// Why a top-level statement may not appear in a migration, if it may not.

@@ -39,14 +39,31 @@ pub struct LexError {
 
 /// Splits `sql` into its top-level statements (comments and empty statements dropped).
 pub fn split_statements(sql: &str) -> Result<Vec<Statement<'_>>, LexError> {
-    Lexer::new(sql).run()
+    let mut out = Vec::new();
+    for_each_statement(sql, |stmt| out.push(stmt))?;
+    Ok(out)
 }
 
-struct Lexer<'a> {
+/// Like [`split_statements`], but hands each statement to `each` as soon as it is found
+/// instead of collecting them (a large file's statements are never all in memory at once).
+/// On an error, `each` has already seen the statements before it.
+pub fn for_each_statement<'a>(sql: &'a str, each: impl FnMut(Statement<'a>)) -> Result<(), LexError> {
+    Lexer::new(sql, each).run()
+}
+
+/// A single forward pass over the file: every scan starts where the previous one stopped
+/// (the only look-ahead, `next_word_is`, reads just the gap to the next word), and line
+/// numbers are counted incrementally, so splitting takes time linear in the file's size.
+struct Lexer<'a, F> {
     src: &'a str,
     bytes: &'a [u8],
     pos: usize,
-    out: Vec<Statement<'a>>,
+    /// Line numbers are counted incrementally: `line` is the 1-based line of byte offset
+    /// `line_offset`. The offsets asked for only grow (each statement's start, then maybe the
+    /// start of an unterminated construct), so the whole file is counted once in total.
+    line: usize,
+    line_offset: usize,
+    each: F,
     // Current statement: start offset of its first token, its words, BEGIN ATOMIC depth.
     start: Option<usize>,
     words: Vec<String>,
@@ -61,13 +78,15 @@ struct Lexer<'a> {
     after_name: bool,
 }
 
-impl<'a> Lexer<'a> {
-    fn new(src: &'a str) -> Self {
+impl<'a, F: FnMut(Statement<'a>)> Lexer<'a, F> {
+    fn new(src: &'a str, each: F) -> Self {
         Lexer {
             src,
             bytes: src.as_bytes(),
             pos: 0,
-            out: Vec::new(),
+            line: 1,
+            line_offset: 0,
+            each,
             start: None,
             words: Vec::new(),
             tokens: 0,
@@ -78,7 +97,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn run(mut self) -> Result<Vec<Statement<'a>>, LexError> {
+    fn run(mut self) -> Result<(), LexError> {
         while self.pos < self.bytes.len() {
             let b = self.bytes[self.pos];
             let name_next = std::mem::take(&mut self.name_next);
@@ -109,8 +128,8 @@ impl<'a> Lexer<'a> {
                     self.token_start();
                     let begin = self.pos;
                     self.quoted(b'"', false, "quoted identifier")?;
-                    let ident = self.src[begin + 1..self.pos - 1].replace("\"\"", "\"");
-                    self.word(ident);
+                    let ident = &self.src[begin + 1..self.pos - 1];
+                    self.word(|| ident.replace("\"\"", "\""));
                     self.after_name = true;
                 }
                 b'$' if self.dollar_tag().is_some() => {
@@ -129,15 +148,22 @@ impl<'a> Lexer<'a> {
             }
         }
         self.finish(self.bytes.len());
-        Ok(self.out)
+        Ok(())
     }
 
     fn peek(&self, ahead: usize) -> Option<u8> {
         self.bytes.get(self.pos + ahead).copied()
     }
 
-    fn line_at(&self, offset: usize) -> usize {
-        self.src[..offset].bytes().filter(|&b| b == b'\n').count() + 1
+    /// The 1-based line of byte `offset`, counting only the newlines since the previous call.
+    fn line_at(&mut self, offset: usize) -> usize {
+        if offset >= self.line_offset {
+            self.line += count_newlines(&self.bytes[self.line_offset..offset]);
+        } else {
+            self.line -= count_newlines(&self.bytes[offset..self.line_offset]);
+        }
+        self.line_offset = offset;
+        self.line
     }
 
     fn token_start(&mut self) {
@@ -150,7 +176,7 @@ impl<'a> Lexer<'a> {
         if let Some(start) = self.start.take() {
             let text = self.src[start..end].trim();
             let line = self.line_at(start);
-            self.out.push(Statement {
+            (self.each)(Statement {
                 text,
                 line,
                 words: std::mem::take(&mut self.words),
@@ -162,9 +188,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn line_comment(&mut self) {
-        while self.pos < self.bytes.len() && self.bytes[self.pos] != b'\n' {
-            self.pos += 1;
-        }
+        self.pos = find_byte(self.bytes, self.pos, |b| b == b'\n');
     }
 
     fn block_comment(&mut self) -> Result<(), LexError> {
@@ -181,7 +205,7 @@ impl<'a> Lexer<'a> {
                     return Ok(());
                 }
             } else {
-                self.pos += 1;
+                self.pos = find_byte(self.bytes, self.pos + 1, |b| b == b'/' || b == b'*');
             }
         }
         Err(LexError {
@@ -195,16 +219,19 @@ impl<'a> Lexer<'a> {
     fn quoted(&mut self, quote: u8, backslashes: bool, what: &'static str) -> Result<(), LexError> {
         let begin = self.pos;
         self.pos += 1;
-        while self.pos < self.bytes.len() {
+        loop {
+            // Jump to the next byte that can end or escape the token.
+            self.pos = find_byte(self.bytes, self.pos, |b| b == quote || (backslashes && b == b'\\'));
+            if self.pos >= self.bytes.len() {
+                break;
+            }
             let b = self.bytes[self.pos];
             let escaped = (backslashes && b == b'\\') || (b == quote && self.peek(1) == Some(quote));
             if escaped {
                 self.pos += 2;
-            } else if b == quote {
-                self.pos += 1;
-                return Ok(());
             } else {
                 self.pos += 1;
+                return Ok(());
             }
         }
         Err(LexError {
@@ -248,25 +275,29 @@ impl<'a> Lexer<'a> {
         while self.pos < self.bytes.len() && is_ident_part(self.bytes[self.pos]) {
             self.pos += 1;
         }
-        let word = self.src[begin..self.pos].to_ascii_lowercase();
-        if word == "e" && self.peek(0) == Some(b'\'') {
+        // Compared case-insensitively in place: only the statement's first words are lower-cased
+        // into new strings.
+        let word = &self.src[begin..self.pos];
+        let is = |keyword: &str| word.eq_ignore_ascii_case(keyword);
+        if is("e") && self.peek(0) == Some(b'\'') {
             self.tokens += 1;
             self.after_name = false;
             return self.quoted(b'\'', true, "string literal");
         }
         let routine_head = (self.tokens == 1 && self.words == ["create"])
             || (self.tokens == 3 && self.words == ["create", "or", "replace"]);
-        match word.as_str() {
-            _ if name_next => {}
-            "function" | "procedure" if routine_head => self.routine = true,
-            "begin" if self.routine && self.next_word_is("atomic") => self.depth += 1,
-            "case" if self.depth > 0 => self.depth += 1,
-            "end" if self.depth > 0 => self.depth -= 1,
-            _ => {}
+        if !name_next {
+            if (is("function") || is("procedure")) && routine_head {
+                self.routine = true;
+            } else if (is("begin") && self.routine && self.next_word_is("atomic")) || (is("case") && self.depth > 0) {
+                self.depth += 1;
+            } else if is("end") && self.depth > 0 {
+                self.depth -= 1;
+            }
         }
-        self.name_next = word == "as";
+        self.name_next = is("as");
         self.after_name = true;
-        self.word(word);
+        self.word(|| word.to_ascii_lowercase());
         Ok(())
     }
 
@@ -287,12 +318,25 @@ impl<'a> Lexer<'a> {
         rest[..end].eq_ignore_ascii_case(expected)
     }
 
-    fn word(&mut self, word: String) {
+    /// Counts a word token; `word` makes its text only if it is one of the statement's first words.
+    fn word(&mut self, word: impl FnOnce() -> String) {
         self.tokens += 1;
         if self.words.len() < 3 && self.tokens == self.words.len() + 1 {
-            self.words.push(word);
+            self.words.push(word());
         }
     }
+}
+
+fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// The offset of the first byte at or after `from` matching `pred`, or `bytes.len()`.
+fn find_byte(bytes: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> usize {
+    bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| pred(b)))
+        .map_or(bytes.len(), |at| from + at)
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -393,6 +437,70 @@ mod tests {
         assert!(split_statements("-- Your SQL goes here\n/* nothing */\n ; ;")
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn line_numbers_count_every_newline_before_the_statement() {
+        let sql = "-- header; with a semicolon\n\
+                   /* block\n   comment; /* nested\n */ */\n\
+                   CREATE TABLE t (\n  note text DEFAULT 'a;\nb'\n);\n\
+                   \n\
+                   INSERT INTO t VALUES ('x;\n\ny', E'it\\'s\n;', \"odd\n;name\"); SELECT 1;\n\
+                   CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $fn$\nBEGIN\n  RETURN 1;\nEND;\n$fn$;\n\
+                   DO $$ BEGIN\n PERFORM 1;\n END $$; -- trailing; comment\n\
+                   CREATE FUNCTION g() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\nEND;\n\
+                   /* before */ COMMIT;\n\
+                   \n\
+                   SELECT 'last'";
+        let stmts = split_statements(sql).unwrap();
+        let found: Vec<(usize, &str)> = stmts.iter().map(|s| (s.line, s.words[0].as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (5, "create"),
+                (10, "insert"),
+                (14, "select"),
+                (15, "create"),
+                (20, "do"),
+                (23, "create"),
+                (27, "commit"),
+                (29, "select"),
+            ]
+        );
+        // Each line is the one the statement's first character is on.
+        for stmt in &stmts {
+            let offset = stmt.text.as_ptr() as usize - sql.as_ptr() as usize;
+            assert_eq!(stmt.line, sql[..offset].matches('\n').count() + 1, "{stmt:?}");
+        }
+        // Streaming sees the same statements.
+        let mut streamed = Vec::new();
+        for_each_statement(sql, |s| streamed.push(s)).unwrap();
+        assert_eq!(streamed, stmts);
+        // An unterminated construct is reported on the line where it starts.
+        let err = split_statements("SELECT 1;\n-- ;\nSELECT 'a\nb';\nSELECT $x$\n;\n").unwrap_err();
+        assert_eq!(
+            err,
+            LexError {
+                what: "dollar-quoted body",
+                line: 5
+            }
+        );
+        let err = split_statements("SELECT 1;\n\n/* a /* b */\n;\n").unwrap_err();
+        assert_eq!(
+            err,
+            LexError {
+                what: "block comment",
+                line: 3
+            }
+        );
+        let err = split_statements("SELECT 1;\nSELECT 2,\n  E'x\\'\n;\n").unwrap_err();
+        assert_eq!(
+            err,
+            LexError {
+                what: "string literal",
+                line: 3
+            }
+        );
     }
 
     #[test]

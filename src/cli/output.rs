@@ -1,0 +1,41 @@
+/*!
+Writing to stdout and stderr without ever killing the run: a closed pipe (`up | head -1`) or a
+full disk stops the output, not the migrations. The run goes on to the end, and its exit
+code is the run's own.
+*/
+
+use std::fmt::Arguments;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to stdout, unless it was found closed.
+pub(crate) fn out(args: Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        log::warn!("stdout is closed: the run goes on without printing");
+    }
+}
+
+/// Writes one line to stderr (errors ignored: there is nowhere left to say them).
+pub(crate) fn err(args: Arguments<'_>) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_fmt(args).and_then(|()| stderr.write_all(b"\n"));
+}
+
+/// `println!` that survives a closed stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::output::out(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that survives a closed stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::output::err(format_args!($($arg)*)) };
+}
+
+pub(crate) use {errln, outln};
