@@ -95,6 +95,56 @@ pub(crate) struct Settings {
     pub(crate) statement_timeout: Option<Duration>,
     /// How long to wait for a tenant's advisory lock held by another runner (none: forever).
     pub(crate) lock_wait_timeout: Option<Duration>,
+    /// Versions whose SQL touches database-wide objects (extensions, roles, ...): they run
+    /// one tenant at a time, under a database-wide lock.
+    pub(crate) database_wide: std::sync::Arc<std::collections::BTreeSet<String>>,
+}
+
+/// Statements that create or change objects shared by the whole database, which concurrent
+/// tenants would race on (`CREATE EXTENSION IF NOT EXISTS` in two tenants at once fails on
+/// a unique index).
+const DATABASE_WIDE: &[&[&str]] = &[
+    &["create", "extension"],
+    &["alter", "extension"],
+    &["drop", "extension"],
+    &["comment", "on", "extension"],
+    &["create", "role"],
+    &["alter", "role"],
+    &["drop", "role"],
+    &["create", "user"],
+    &["alter", "user"],
+    &["drop", "user"],
+    &["create", "group"],
+    &["create", "publication"],
+    &["alter", "publication"],
+    &["drop", "publication"],
+    &["create", "event"],
+    &["alter", "event"],
+    &["drop", "event"],
+    &["create", "language"],
+    &["create", "trusted"],
+    &["create", "foreign", "data"],
+    &["create", "server"],
+    &["create", "tablespace"],
+    &["create", "cast"],
+];
+
+/// The versions of `set` with a database-wide statement in `up.sql` or `down.sql` (found
+/// by the lexer).
+pub(crate) fn database_wide_versions(set: &migrate_tenants_set::MigrationSet) -> std::collections::BTreeSet<String> {
+    use migrate_tenants_set::sql_lexer::split_statements;
+    let wide = |sql: &str| {
+        split_statements(sql).is_ok_and(|statements| {
+            statements
+                .iter()
+                .any(|st| DATABASE_WIDE.iter().any(|p| st.starts_with(p)))
+        })
+    };
+    set.migrations()
+        .iter()
+        .filter(|m| wide(&m.up) || matches!(&m.down, migrate_tenants_set::DownSql::Sql(d) if wide(d)))
+        .map(|m| m.version.clone())
+        .collect()
 }
 
 /// The shared schema and its migrations (run before any tenant by `up`).

@@ -9,6 +9,7 @@ echo it. [`Database::connect`] fails fast and clearly when the server is unreach
 whenever a unit of work did not finish cleaning up after itself.
 */
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use std::fmt;
@@ -285,17 +286,29 @@ pub(crate) type PooledConn = PooledConnection<ConnectionManager<PgConnection>>;
 /// Makes sure the pool closes `conn` instead of handing it out again, after a unit of work
 /// could not undo its session state (lock, `search_path`, settings).
 ///
-/// r2d2 asks diesel, when a connection comes back, whether it is broken; diesel says yes while
-/// a transaction it opened is still open. A connection too dead for this `BEGIN` fails r2d2's
-/// check-out test instead.
+/// r2d2 asks diesel, when a connection comes back, whether it is broken; diesel says yes
+/// while its transaction manager is in error. Setting that state needs no round trip, so it
+/// works on a dead connection too.
 pub(crate) fn mark_broken(conn: &mut PgConnection) {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    let _ = AnsiTransactionManager::begin_transaction(conn);
+    AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
 }
+
+/// Undoes whatever session state a migration may have left behind (`SET` of any setting,
+/// `SET ROLE`, `SET SESSION AUTHORIZATION`, temporary tables, `LISTEN`, cursors, `PREPARE`d
+/// statements), so the next tenant on this pooled connection starts clean. `RESET ALL`
+/// keeps settings given at connection time (URL `options`) but also undoes the two diesel
+/// sets when it connects, so they are set again. Never `DISCARD ALL`: it would drop
+/// diesel's own prepared statements (protocol-level, `from_sql = false`) and the lock.
+pub(crate) const SESSION_RESET: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; \
+    SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; DISCARD TEMP; UNLISTEN *; CLOSE ALL;\n\
+    DO $mt$DECLARE s text; BEGIN FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
+    EXECUTE format('DEALLOCATE %I', s); END LOOP; END$mt$;";
 
 /// The database could not be reached (exit code 3).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to {url}: {message}")]
+#[non_exhaustive]
 pub struct Unreachable {
     /// The URL, password hidden.
     pub url: String,
@@ -339,6 +352,7 @@ impl std::ops::DerefMut for Control {
 
 /// The server a run works on, as the server itself reports it (never a password).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Target {
     /// Host name or address as given in the URL, else the server's address, else
     /// `local socket`.
@@ -412,8 +426,17 @@ impl Workers {
     }
 
     /// A pooled connection for one tenant; the error says why there is none (password hidden).
+    /// A connection of the application's pool is reset first: the application may have left
+    /// anything on it.
     pub(crate) fn checkout(&self) -> Result<PooledConn, String> {
-        self.pool.get().map_err(|e| self.scrub(&e.to_string()))
+        let mut conn = self.pool.get().map_err(|e| self.scrub(&e.to_string()))?;
+        if self.url.is_none() {
+            if let Err(e) = conn.batch_execute(SESSION_RESET) {
+                mark_broken(&mut conn);
+                return Err(format!("resetting a connection of the application's pool: {e}"));
+            }
+        }
+        Ok(conn)
     }
 }
 
@@ -444,15 +467,22 @@ impl Database {
                 (Control::Direct(control), pool, workers, Some(url.clone()))
             }
             Connector::Pool(pool) => {
-                let size = (pool.max_size() as usize).max(2);
-                let control = pool.get().map_err(|e| Unreachable {
+                let unreachable = |e: &dyn fmt::Display| Unreachable {
                     url: "the application's connection pool".into(),
                     message: e.to_string(),
-                })?;
+                };
+                let mut control = pool.get().map_err(|e| unreachable(&e))?;
+                // Whatever the application left on the connection (a role, a search_path,
+                // settings) must not shape the run.
+                control.batch_execute(SESSION_RESET).map_err(|e| unreachable(&e))?;
+                // Connections the application holds are not the runner's to wait for.
+                let state = pool.state();
+                let in_use = state.connections.saturating_sub(state.idle_connections) as usize;
+                let free = (pool.max_size() as usize).saturating_sub(in_use);
                 (
                     Control::Pooled(Box::new(control)),
                     pool.clone(),
-                    workers.min(size - 1),
+                    workers.min(free),
                     None,
                 )
             }

@@ -54,6 +54,7 @@ pub enum Error {
 
 /// A migration without `down.sql` that a `down` or `redo` would have to revert.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Blocked {
     /// Its directory name (prefixed `shared ` for the shared schema's set).
     pub migration: String,

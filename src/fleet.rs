@@ -57,6 +57,13 @@ impl<'c> Fleet<'c> {
             }
         }
         let db = Database::connect(&config.connector, config.concurrency, config.connect_timeout)?;
+        if db.workers.count == 0 {
+            return Err(Error::Config(
+                "the application's connection pool has no free connection for a worker (the application holds \
+                 the others): give it a larger max_size or run when it is idle"
+                    .into(),
+            ));
+        }
         let run = RunInfo {
             command: kind,
             source: SetInfo::of(&config.migrations),

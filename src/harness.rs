@@ -25,8 +25,8 @@ instead of handing it to the next tenant.
 
 use crate::config::Settings;
 use crate::control::RunControl;
-use crate::database::mark_broken;
-use crate::tenant::{quote_literal, SchemaName};
+use crate::database::{mark_broken, SESSION_RESET};
+use crate::tenant::{database_wide_lock_key, quote_literal, SchemaName};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
@@ -176,6 +176,8 @@ pub(crate) struct TenantHarness<'a> {
     lock_timeout: Option<String>,
     /// `statement_timeout` for migration statements.
     statement_timeout: Option<String>,
+    /// Versions that run under the database-wide lock.
+    database_wide: std::sync::Arc<std::collections::BTreeSet<String>>,
     /// The current step's commit marker (unique in this process).
     step_marker: u64,
     /// How the last failed in-transaction step may pass.
@@ -211,6 +213,7 @@ impl<'a> TenantHarness<'a> {
             search_path: String::new(),
             lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
             statement_timeout: settings.statement_timeout.map(|t| format!("{}ms", t.as_millis())),
+            database_wide: settings.database_wide.clone(),
             step_marker: 0,
             last_transient: None,
             pid: first.pid,
@@ -386,8 +389,11 @@ impl<'a> TenantHarness<'a> {
     }
 
     fn step(&mut self, m: &Migration, dir: Direction, body: &str, bookkeeping: &str, in_tx: bool) -> Result<()> {
+        let wide = self.database_wide.contains(&m.version);
         let result = if m.run_in_transaction || in_tx {
-            self.step_in_transaction(body, bookkeeping, in_tx)
+            self.step_in_transaction(body, bookkeeping, in_tx, wide)
+        } else if wide {
+            self.one_at_a_time(|h| h.step_outside_transaction(body, bookkeeping))
         } else {
             self.step_outside_transaction(body, bookkeeping)
         };
@@ -466,8 +472,21 @@ impl<'a> TenantHarness<'a> {
     }
 
     /// One round trip: search_path, checks, body and bookkeeping in one transaction.
-    fn step_in_transaction(&mut self, body: &str, bookkeeping: &str, in_tx: bool) -> std::result::Result<(), String> {
+    fn step_in_transaction(
+        &mut self,
+        body: &str,
+        bookkeeping: &str,
+        in_tx: bool,
+        database_wide: bool,
+    ) -> std::result::Result<(), String> {
         let (begin, commit) = if in_tx { ("", "") } else { ("BEGIN;\n", "COMMIT;") };
+        // Held until the transaction ends: tenants touching database-wide objects take turns,
+        // and each sees what the previous one committed (IF NOT EXISTS then works).
+        let begin = if database_wide {
+            format!("{begin}SELECT pg_advisory_xact_lock({});\n", database_wide_lock_key())
+        } else {
+            begin.to_string()
+        };
         self.step_marker = STEP_MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // A session-level marker set inside the transaction: it survives only if the
         // transaction (or a part of it, split off by a COMMIT in the body) was committed.
@@ -534,6 +553,22 @@ impl<'a> TenantHarness<'a> {
         result.and(reset.map_err(|e| describe(&e, None)))
     }
 
+    /// Runs `step` under the database-wide session lock (for a non-transactional migration
+    /// that touches database-wide objects).
+    fn one_at_a_time(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> std::result::Result<(), String>,
+    ) -> std::result::Result<(), String> {
+        let key = database_wide_lock_key();
+        self.conn()
+            .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+            .map_err(|e| describe(&e, None))?;
+        let result = step(self);
+        // The lock is also released with the others when the tenant is released.
+        let _ = self.conn().batch_execute(&format!("SELECT pg_advisory_unlock({key})"));
+        result
+    }
+
     /// After a `CONCURRENTLY` build: refuses to record the version while the schema holds an
     /// INVALID index (a failed or interrupted build leaves one, and `IF NOT EXISTS` then
     /// skips it silently), naming the statement that drops it.
@@ -577,17 +612,6 @@ impl<'a> TenantHarness<'a> {
         })
     }
 }
-
-/// Undoes whatever session state a migration may have left behind (`SET` of any setting,
-/// `SET ROLE`, `SET SESSION AUTHORIZATION`, temporary tables, `LISTEN`, cursors, `PREPARE`d
-/// statements), so the next tenant on this pooled connection starts clean. `RESET ALL`
-/// keeps settings given at connection time (URL `options`) but also undoes the two diesel
-/// sets when it connects, so they are set again. Never `DISCARD ALL`: it would drop
-/// diesel's own prepared statements (protocol-level, `from_sql = false`) and the lock.
-const SESSION_RESET: &str = "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; \
-    SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; DISCARD TEMP; UNLISTEN *; CLOSE ALL;\n\
-    DO $mt$DECLARE s text; BEGIN FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
-    EXECUTE format('DEALLOCATE %I', s); END LOOP; END$mt$;";
 
 impl Drop for TenantHarness<'_> {
     fn drop(&mut self) {

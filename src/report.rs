@@ -32,6 +32,7 @@ pub mod exit {
 /// What happened to one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// Nothing to do (or `status`: just read).
     Unchanged,
@@ -109,6 +110,7 @@ impl From<&HarnessError> for Outcome {
 
 /// The report of one tenant (or of the shared schema).
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct TenantReport {
     /// The schema.
     pub schema: SchemaName,
@@ -178,6 +180,7 @@ impl TenantReport {
 
 /// What a run did (names the command in reports and output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub enum RunKind {
     /// `up`
     #[serde(rename = "up")]
@@ -222,20 +225,9 @@ impl RunKind {
     }
 }
 
-impl From<&crate::config::Command> for RunKind {
-    fn from(command: &crate::config::Command) -> RunKind {
-        use crate::config::Command;
-        match command {
-            Command::Up { .. } => RunKind::Up,
-            Command::Down(_) => RunKind::Down,
-            Command::Redo { .. } => RunKind::Redo,
-            Command::Status => RunKind::Status,
-        }
-    }
-}
-
 /// Counts over a run's tenants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Summary {
     /// Tenants in the run.
     pub tenants: usize,
@@ -255,7 +247,7 @@ pub struct Summary {
 
 impl Summary {
     /// Adds one tenant's report.
-    pub fn add(&mut self, report: &TenantReport) {
+    pub(crate) fn add(&mut self, report: &TenantReport) {
         self.tenants += 1;
         match report.outcome {
             Outcome::Unchanged => self.unchanged += 1,
@@ -270,6 +262,7 @@ impl Summary {
 
 /// What a run runs and where: the first thing it says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RunInfo {
     /// The command.
     pub command: RunKind,
@@ -283,6 +276,7 @@ pub struct RunInfo {
 
 /// The report of a whole run.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct FleetReport {
     /// The command, the migrations and the database.
     #[serde(flatten)]

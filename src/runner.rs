@@ -86,14 +86,16 @@ pub enum Task {
     },
     /// Read every tenant's state; change nothing.
     Status,
-    /// Create tenant schemas and apply every migration to each, atomically.
+    /// Create tenant schemas and apply every migration to each, atomically. The names are
+    /// the tenants: the runner's tenant source and selection do not apply.
     CreateTenants {
         /// The new tenants.
         names: Vec<String>,
         /// Migrate a schema that already exists instead of failing it.
         if_exists_migrate: bool,
     },
-    /// Drop tenant schemas (`DROP SCHEMA ... CASCADE`) under their lock.
+    /// Drop tenant schemas (`DROP SCHEMA ... CASCADE`) under their lock. The names are the
+    /// tenants: the runner's tenant source and selection do not apply.
     DropTenants {
         /// The tenants.
         names: Vec<String>,
@@ -102,6 +104,20 @@ pub enum Task {
         /// Skip a schema that does not exist instead of failing it.
         if_exists: bool,
     },
+}
+
+impl Task {
+    /// What the report calls the task.
+    pub fn kind(&self) -> RunKind {
+        match self {
+            Task::Up { .. } => RunKind::Up,
+            Task::Down(_) => RunKind::Down,
+            Task::Redo { .. } => RunKind::Redo,
+            Task::Status => RunKind::Status,
+            Task::CreateTenants { .. } => RunKind::TenantCreate,
+            Task::DropTenants { .. } => RunKind::TenantDrop,
+        }
+    }
 }
 
 /// Runs an application's migrations over its tenant schemas.
@@ -328,9 +344,27 @@ impl Runner {
         self.run(&Task::Down(target), &mut ())
     }
 
+    /// Reverts the newest `steps` migrations of each tenant and applies them again, in one
+    /// transaction per tenant when every step allows it.
+    pub fn redo(&self, steps: usize) -> Result<FleetReport, Error> {
+        self.run(&Task::Redo { steps }, &mut ())
+    }
+
     /// Reads every tenant's state.
     pub fn status(&self) -> Result<FleetReport, Error> {
         self.run(&Task::Status, &mut ())
+    }
+
+    /// Drops tenants (`DROP SCHEMA ... CASCADE`, under each tenant's lock); a schema without a
+    /// history table is refused, one that does not exist fails.
+    pub fn drop_tenants<I: IntoIterator<Item = S>, S: Into<String>>(&self, names: I) -> Result<FleetReport, Error> {
+        let names = names.into_iter().map(Into::into).collect();
+        let task = Task::DropTenants {
+            names,
+            force: false,
+            if_exists: false,
+        };
+        self.run(&task, &mut ())
     }
 
     /// Creates tenants and migrates each atomically.
@@ -347,11 +381,12 @@ impl Runner {
     pub fn run(&self, task: &Task, observer: &mut dyn Observer) -> Result<FleetReport, Error> {
         let lifecycle = matches!(task, Task::CreateTenants { .. } | Task::DropTenants { .. });
         let config = self.config(lifecycle)?;
+        let kind = task.kind();
         match task {
-            Task::Up { to } => migrate::run(&config, &Command::Up { to: to.clone() }, RunKind::Up, observer),
-            Task::Down(target) => migrate::run(&config, &Command::Down(target.clone()), RunKind::Down, observer),
-            Task::Redo { steps } => migrate::run(&config, &Command::Redo { steps: *steps }, RunKind::Redo, observer),
-            Task::Status => migrate::run(&config, &Command::Status, RunKind::Status, observer),
+            Task::Up { to } => migrate::run(&config, &Command::Up { to: to.clone() }, kind, observer),
+            Task::Down(target) => migrate::run(&config, &Command::Down(target.clone()), kind, observer),
+            Task::Redo { steps } => migrate::run(&config, &Command::Redo { steps: *steps }, kind, observer),
+            Task::Status => migrate::run(&config, &Command::Status, kind, observer),
             Task::CreateTenants {
                 names,
                 if_exists_migrate,
@@ -383,6 +418,7 @@ impl Runner {
     /// The engine's configuration; `lifecycle` commands name their tenants themselves.
     fn config(&self, lifecycle: bool) -> Result<RunConfig, Error> {
         let (migrations, shared) = self.migrations.load()?;
+        let database_wide = std::sync::Arc::new(crate::config::database_wide_versions(&migrations));
         let connector = match &self.connector {
             Some(Connector::Url(url)) => {
                 DatabaseUrl::validate(url.expose()).map_err(Error::Config)?;
@@ -426,6 +462,7 @@ impl Runner {
                 lock_timeout: self.lock_timeout,
                 statement_timeout: self.statement_timeout,
                 lock_wait_timeout: self.lock_wait_timeout,
+                database_wide,
             },
             max_failures: self.max_failures,
             retries: self.retries,

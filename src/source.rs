@@ -113,6 +113,7 @@ impl EmbeddedMigrations {
 
 /// What a run says about its migrations: where they come from, how many, the newest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct SetInfo {
     /// `embedded` or `directory`.
     pub kind: &'static str,

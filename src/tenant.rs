@@ -14,6 +14,7 @@ pub const MAX_NAME_BYTES: usize = 63;
 
 /// Why a schema name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name is empty.
     #[error("tenant name is empty (a trailing or doubled comma in a list?)")]
@@ -78,11 +79,22 @@ impl SchemaName {
     /// PostgreSQL and may change. Keys differ per schema, so runners on different
     /// tenants never wait on each other.
     pub fn lock_key(&self) -> i64 {
-        let digest = Sha256::digest(format!("migrate-tenants:schema:{}", self.0));
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&digest[..8]);
-        i64::from_be_bytes(bytes)
+        key_of(&format!("migrate-tenants:schema:{}", self.0))
     }
+}
+
+/// The advisory-lock key that serializes migrations touching database-wide objects
+/// (extensions, roles, ...) across tenants.
+pub(crate) fn database_wide_lock_key() -> i64 {
+    key_of("migrate-tenants:database-wide")
+}
+
+/// The first 8 bytes of SHA-256 of `text`, as a signed 64-bit key.
+fn key_of(text: &str) -> i64 {
+    let digest = Sha256::digest(text);
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
 }
 
 impl fmt::Display for SchemaName {

@@ -16,6 +16,8 @@ mod config;
 mod connection;
 #[path = "it/failures.rs"]
 mod failures;
+#[path = "it/faults.rs"]
+mod faults;
 #[path = "it/generate.rs"]
 mod generate;
 #[path = "it/isolation.rs"]

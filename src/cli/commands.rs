@@ -129,7 +129,7 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
         CliCommand::Tenant(TenantCommand::List) => (RunKind::TenantList, None),
         other => {
             let task = other.task().expect("a fleet command");
-            (kind_of(&task), Some(task))
+            (task.kind(), Some(task))
         }
     };
     let mut printer = Printer::new(global.format, global.quiet, kind);
@@ -140,17 +140,6 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
     .map_err(run_error)?;
     printer.finish(&report);
     Ok(report.exit_code())
-}
-
-fn kind_of(task: &Task) -> RunKind {
-    match task {
-        Task::Up { .. } => RunKind::Up,
-        Task::Down(_) => RunKind::Down,
-        Task::Redo { .. } => RunKind::Redo,
-        Task::CreateTenants { .. } => RunKind::TenantCreate,
-        Task::DropTenants { .. } => RunKind::TenantDrop,
-        _ => RunKind::Status,
-    }
 }
 
 fn list(global: &Global, migrations: Migrations) -> Outcome {
@@ -210,7 +199,8 @@ fn generate(global: &Global, migrations: Migrations, name: &str, no_transaction:
     let dir = match locate::migrations_dir(global.migrations_dir.as_deref()) {
         Ok(located) => located.dir,
         // Nothing yet: a new project's first migration goes to ./migrations.
-        Err(_) => std::path::PathBuf::from("migrations"),
+        Err(e) if e.0.starts_with(locate::NOT_FOUND) => std::path::PathBuf::from("migrations"),
+        Err(e) => return Err(usage(e)),
     };
     let created = super::generate::generate(&dir, name, chrono::Utc::now(), !no_transaction)
         .map_err(|e| (exit::USAGE, e.to_string()))?;

@@ -54,7 +54,7 @@ pub struct Global {
     pub concurrency: usize,
 
     /// Seconds to wait for the database before giving up (exit code 3).
-    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = crate::DEFAULT_CONNECT_TIMEOUT.as_secs(), value_name = "SECS")]
     pub connect_timeout: u64,
 
     /// Schemas after the tenant's on search_path while it migrates (comma list; empty for none).

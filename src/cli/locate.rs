@@ -10,6 +10,9 @@ where it looked: the stock binary has no migrations of its own.
 use super::flags::UsageError;
 use std::path::{Path, PathBuf};
 
+/// How the error saying no directory was found starts.
+pub(crate) const NOT_FOUND: &str = "no migrations directory found";
+
 /// A migrations directory and how it was found.
 #[derive(Debug, Clone)]
 pub(crate) struct Located {
@@ -58,7 +61,7 @@ pub(crate) fn migrations_dir(flag: Option<&Path>) -> Result<Located, UsageError>
         None => format!("a diesel.toml in {} or its parents (none)", cwd.display()),
     };
     Err(UsageError(format!(
-        "no migrations directory found: this binary has no migrations of its own and reads them at run time.\n\
+        "{NOT_FOUND}: this binary has no migrations of its own and reads them at run time.\n\
          Looked for --migrations-dir, MIGRATION_DIRECTORY, {looked}, and {} (missing).\n\
          hint: pass --migrations-dir DIR, or run from your diesel project; an application can embed its \
          migrations with migrate_tenants::embed_migrations! and run them with migrate_tenants::cli::main",
@@ -81,6 +84,8 @@ pub(crate) fn shared_dir(flag: Option<&Path>, tenant: &Path) -> Option<Located> 
             how: "SHARED_MIGRATION_DIRECTORY".into(),
         });
     }
+    // Beside the directory itself, also when it was given as `.` or `migrations/`.
+    let tenant = tenant.canonicalize().unwrap_or_else(|_| tenant.to_path_buf());
     let beside = tenant.with_file_name("migrations_shared");
     beside.is_dir().then(|| Located {
         dir: beside,

@@ -213,3 +213,85 @@ fn a_missing_schema_is_a_typed_failure_without_cli_hints() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Backend pids of every connection the pool hands out (all checked out at once).
+fn pool_pids(pool: &Pool<ConnectionManager<PgConnection>>) -> Vec<i32> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let mut conns: Vec<_> = (0..pool.max_size()).map(|_| pool.get().unwrap()).collect();
+    let mut pids: Vec<i32> = conns
+        .iter_mut()
+        .map(|c| {
+            diesel::sql_query("SELECT pg_backend_pid() AS pid")
+                .get_result::<Pid>(c)
+                .unwrap()
+                .pid
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+#[test]
+fn a_connection_the_runner_could_not_clean_is_never_handed_back_to_the_application() {
+    let db = TestDb::new();
+    create_schemas(&db, &["lk"]);
+    let dir = MigDir::new();
+    // The migration drops every advisory lock of its session, the runner's among them: the
+    // release check fails, and that connection must be closed, not returned.
+    dir.add(
+        "0001_unlock",
+        "CREATE TABLE t (id int);\nSELECT pg_advisory_unlock_all();",
+        None,
+    );
+    let pool = Pool::builder()
+        .max_size(2)
+        .build(ConnectionManager::<PgConnection>::new(&db.url))
+        .unwrap();
+    let before = pool_pids(&pool);
+    let report = Runner::new(migrate_tenants::MigrationSet::from_dir(dir.path()).unwrap())
+        .pool(pool.clone())
+        .tenants(TenantSource::list(["lk"]))
+        .up()
+        .unwrap();
+    assert!(report.tenants[0].failed(), "{report:?}");
+    let after = pool_pids(&pool);
+    let kept = after.iter().filter(|p| before.contains(p)).count();
+    assert_eq!(
+        kept, 1,
+        "the worker's connection was replaced: before {before:?}, after {after:?}"
+    );
+}
+
+#[test]
+fn connections_the_application_holds_are_not_waited_for() {
+    let db = TestDb::new();
+    create_schemas(&db, &["busy"]);
+    let pool = Pool::builder()
+        .max_size(2)
+        .build(ConnectionManager::<PgConnection>::new(&db.url))
+        .unwrap();
+    let held = pool.get().unwrap();
+    let started = std::time::Instant::now();
+    let error = Runner::new(&BASIC_EMBEDDED)
+        .pool(pool.clone())
+        .tenants(TenantSource::list(["busy"]))
+        .up()
+        .unwrap_err();
+    assert!(matches!(error, Error::Config(_)), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    drop(held);
+    assert_eq!(
+        Runner::new(&BASIC_EMBEDDED)
+            .pool(pool)
+            .tenants(TenantSource::list(["busy"]))
+            .up()
+            .unwrap()
+            .exit_code(),
+        0
+    );
+}

@@ -173,6 +173,96 @@ pub fn run(cmd: &mut Command) -> Out {
 // ---------------------------------------------------------------------------------------------
 // psql helpers
 
+/// Runs one query on `url` with `psql -X -At`; trimmed stdout (panics on failure).
+pub fn query_url(url: &str, sql: &str) -> String {
+    let out = psql_command(url)
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run psql: {e}"));
+    if !out.status.success() {
+        panic!(
+            "query failed on {url}:\n{sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs SQL on `url` (panics with psql's stderr on failure).
+pub fn exec_url(url: &str, sql: &str) {
+    if let Err(e) = psql_script(url, sql) {
+        panic!("SQL failed on {url}:\n{sql}\n{e}");
+    }
+}
+
+/// A background `psql -c <sql>` session, e.g. to hold a lock; its backend is terminated and
+/// the client killed on Drop.
+pub struct Background {
+    child: std::process::Child,
+    url: String,
+    /// Its `application_name`, to find its backend.
+    pub name: String,
+}
+
+static BACKGROUND_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Background {
+    pub fn start(url: &str, sql: &str) -> Background {
+        let name = format!(
+            "mt-test-bg-{}-{}",
+            std::process::id(),
+            BACKGROUND_COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let child = psql_command(url)
+            .env("PGAPPNAME", &name)
+            .args(["-X", "-q", "-c", sql])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run psql: {e}"));
+        Background {
+            child,
+            url: url.to_string(),
+            name,
+        }
+    }
+
+    /// Waits (up to 20 s) until `sql` returns `t` on `url`.
+    pub fn wait_for(&self, sql: &str) {
+        wait_until(&self.url, sql, std::time::Duration::from_secs(20));
+    }
+
+    /// Whether the session is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Polls `sql` on `url` until it returns `t`; panics after `limit`.
+pub fn wait_until(url: &str, sql: &str, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while query_url(url, sql) != "t" {
+        assert!(start.elapsed() < limit, "timed out waiting for: {sql}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = psql_script(
+            &self.url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+                self.name
+            ),
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn psql_command(url: &str) -> Command {
     let psql = find_psql();
     let mut cmd = Command::new(psql);
@@ -418,73 +508,132 @@ fn append(path: &Path, text: &str) {
 
 /// initdb + start a cluster private to this test process; returns its server URL.
 fn start_cluster() -> String {
-    let bin = pg_bin_dir().unwrap_or_else(|| {
-        panic!(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH nor under \
-             /usr/lib/postgresql/*/bin, and TEST_DATABASE_URL is not set.\n\
-             Run the tests with scripts/test (it installs PostgreSQL when missing), or set \
-             TEST_DATABASE_URL=postgres://user@host:port/postgres"
-        )
-    });
-    let root = is_root();
-    let pg_dir = work_dir().join("pg");
-    let data = pg_dir.join("data");
-    let log = pg_dir.join("postgres.log");
-    std::fs::create_dir_all(&pg_dir).unwrap_or_else(|e| panic!("could not create {}: {e}", pg_dir.display()));
-    if root {
+    let cluster = Cluster::start("pg");
+    let url = cluster.url.clone();
+    // The shared cluster lives as long as the process; the watchdog stops it.
+    std::mem::forget(cluster);
+    url
+}
+
+/// A throwaway cluster of its own (for tests that stop or freeze the server); stopped
+/// (immediate) and deleted on Drop.
+pub struct Cluster {
+    /// URL of its `postgres` database.
+    pub url: String,
+    data: PathBuf,
+    bin: PathBuf,
+    root: bool,
+}
+
+impl Cluster {
+    /// initdb + start in `<work dir>/<name>`.
+    pub fn start(name: &str) -> Cluster {
+        let bin = pg_bin_dir().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH nor under \
+                 /usr/lib/postgresql/*/bin, and TEST_DATABASE_URL is not set.\n\
+                 Run the tests with scripts/test (it installs PostgreSQL when missing), or set \
+                 TEST_DATABASE_URL=postgres://user@host:port/postgres"
+            )
+        });
+        let root = is_root();
+        let pg_dir = work_dir().join(name);
+        let data = pg_dir.join("data");
+        let log = pg_dir.join("postgres.log");
+        std::fs::create_dir_all(&pg_dir).unwrap_or_else(|e| panic!("could not create {}: {e}", pg_dir.display()));
+        if root {
+            run_checked(
+                Command::new("chown").arg(PG_OS_USER).arg(&pg_dir),
+                "chown of the cluster directory",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
         run_checked(
-            Command::new("chown").arg(PG_OS_USER).arg(&pg_dir),
-            "chown of the cluster directory",
+            as_pg(&bin.join("initdb"), root)
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"])
+                .current_dir(&pg_dir),
+            "initdb",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        append(
+            &data.join("postgresql.conf"),
+            &format!(
+                "\n# --- migrate-tenants test cluster ---\n\
+                 listen_addresses = '127.0.0.1'\n\
+                 unix_socket_directories = '{}'\n\
+                 max_connections = 200\n\
+                 fsync = off\n\
+                 synchronous_commit = off\n\
+                 full_page_writes = off\n",
+                data.display()
+            ),
+        );
+        // The port is free when picked but may be taken before the server binds it: retry.
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            // A later `port` line overrides earlier ones.
+            append(&data.join("postgresql.conf"), &format!("port = {port}\n"));
+            let started = run_checked(
+                as_pg(&bin.join("pg_ctl"), root)
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-w", "-t", "60", "start", "-l"])
+                    .arg(&log)
+                    .current_dir(&pg_dir),
+                "pg_ctl start",
+            );
+            match started {
+                Ok(()) => {
+                    return Cluster {
+                        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                        data,
+                        bin,
+                        root,
+                    }
+                }
+                Err(e) => {
+                    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                    last_err = format!("{e}\n--- {} ---\n{log_text}", log.display());
+                }
+            }
+        }
+        panic!("could not start the test PostgreSQL cluster:\n{last_err}");
+    }
+
+    /// Starts the stopped cluster again (same port and data).
+    pub fn start_again(&self) {
+        let log = self.data.parent().unwrap_or(&self.data).join("postgres.log");
+        run_checked(
+            as_pg(&self.bin.join("pg_ctl"), self.root)
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-w", "-t", "60", "start", "-l"])
+                .arg(&log)
+                .current_dir("/"),
+            "pg_ctl start",
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    run_checked(
-        as_pg(&bin.join("initdb"), root)
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"])
-            .current_dir(&pg_dir),
-        "initdb",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-
-    append(
-        &data.join("postgresql.conf"),
-        &format!(
-            "\n# --- migrate-tenants test cluster ---\n\
-             listen_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{}'\n\
-             max_connections = 200\n\
-             fsync = off\n\
-             synchronous_commit = off\n\
-             full_page_writes = off\n",
-            data.display()
-        ),
-    );
-
-    // The port is free when picked but may be taken before the server binds it: retry.
-    let mut last_err = String::new();
-    for _ in 0..5 {
-        let port = free_port();
-        // A later `port` line overrides earlier ones.
-        append(&data.join("postgresql.conf"), &format!("port = {port}\n"));
-        let started = run_checked(
-            as_pg(&bin.join("pg_ctl"), root)
+    /// `pg_ctl stop -m immediate` (a crash, as far as clients can tell).
+    pub fn stop_immediate(&self) {
+        let _ = run_checked(
+            as_pg(&self.bin.join("pg_ctl"), self.root)
                 .arg("-D")
-                .arg(&data)
-                .args(["-w", "-t", "60", "start", "-l"])
-                .arg(&log)
-                .current_dir(&pg_dir),
-            "pg_ctl start",
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .current_dir("/"),
+            "pg_ctl stop",
         );
-        match started {
-            Ok(()) => return format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            Err(e) => {
-                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-                last_err = format!("{e}\n--- {} ---\n{log_text}", log.display());
-            }
-        }
     }
-    panic!("could not start the test PostgreSQL cluster:\n{last_err}");
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_immediate();
+        let _ = std::fs::remove_dir_all(self.data.parent().unwrap_or(&self.data));
+    }
 }
