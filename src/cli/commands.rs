@@ -137,9 +137,22 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
         Some(task) => runner.run(&task, &mut printer),
         None => runner.list_tenants(&mut printer),
     }
-    .map_err(run_error)?;
+    .map_err(|e| names_hint(run_error(e), global))?;
     printer.finish(&report);
     Ok(report.exit_code())
+}
+
+/// Where invalid names come from, for a fleet command's refusal.
+fn names_hint((code, message): (i32, String), global: &Global) -> (i32, String) {
+    if !message.contains("invalid tenant name") {
+        return (code, message);
+    }
+    let why = if global.tenants.strict {
+        "--strict makes any invalid name stop the run; without it, names from a file, a query or a pattern are skipped"
+    } else {
+        "names given with --tenants (or TENANTS) are always checked strictly: a typo must not be skipped"
+    };
+    (code, format!("{message}\nhint: {why}"))
 }
 
 fn list(global: &Global, migrations: Migrations) -> Outcome {

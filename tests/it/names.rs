@@ -26,7 +26,7 @@ fn each_invalid_name_is_reported_and_never_executed() {
     for name in hostile() {
         let out = mt(&db, &["--tenants", &format!("acme,{name}"), "--create-missing", "up"]);
         assert_code(&out, 2);
-        assert_contains(&out.stderr, &["invalid tenant name(s); nothing was changed"]);
+        assert_contains(&out.stderr, &["invalid tenant name(s); no tenant was touched"]);
         assert!(out.stdout.is_empty(), "{name:?}: {}", out.stdout);
         assert_eq!(snapshot(&db), before, "{name:?} changed the database");
     }
