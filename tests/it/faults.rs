@@ -556,3 +556,98 @@ fn kill_9_at_any_moment_leaves_every_tenant_consistent_and_a_rerun_converges() {
         assert_eq!(history(&db, t), ["0001", "0002", "0003", "0004"], "{t}");
     }
 }
+
+#[test]
+fn problems_shared_by_every_tenant_are_found_once_before_any_tenant() {
+    // A read-only server: refused up front, exit 2, nothing touched.
+    let db = TestDb::new();
+    create_schemas(&db, &["ro1", "ro2"]);
+    db.exec(&format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_read_only = on",
+        db.name
+    ));
+    let out = mt(&db, &["--tenants", "ro1,ro2", "up"]);
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, &["the server is read-only", "nothing was changed"]);
+    assert_eq!(out.stdout.matches("FAILED").count(), 0, "not once per tenant");
+    assert_code(&mt(&db, &["--tenants", "ro1,ro2", "status"]), 0); // reading still works
+
+    // A role that may not create schemas: refused up front when schemas would be created.
+    let db = TestDb::new();
+    let role = format!("mt_nocreate_{}", std::process::id());
+    db.exec(&format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; REVOKE CREATE ON DATABASE \"{}\" FROM PUBLIC",
+        db.name
+    ));
+    let url = db
+        .url
+        .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let out = support::run(support::cli().arg("--database-url").arg(&url).args([
+        "--tenants",
+        "new1",
+        "--missing",
+        "create",
+        "up",
+    ]));
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, &[&role, "may not create schemas", "nothing was changed"]);
+    db.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+
+    // Out-of-range values are refused by the command line.
+    for args in [
+        &["--lock-timeout", "0"][..],
+        &["--lock-timeout", "99999999999999"],
+        &["--retries", "11"],
+    ] {
+        let out = mt(&db, &[&["--tenants", "x"][..], args, &["up"]].concat());
+        assert_code(&out, 2);
+    }
+}
+
+#[test]
+fn more_workers_than_free_connections_are_capped_with_a_warning() {
+    let cluster = Cluster::start_with("slots", "max_connections = 12\nsuperuser_reserved_connections = 1\n");
+    let names = tenants("slot", 12);
+    exec_url(
+        &cluster.url,
+        &names
+            .iter()
+            .map(|n| format!("CREATE SCHEMA {n};\n"))
+            .collect::<String>(),
+    );
+    let out = support::run(support::cli().arg("--database-url").arg(&cluster.url).args([
+        "--tenants",
+        &names.join(","),
+        "--concurrency",
+        "50",
+        "up",
+    ]));
+    assert_code(&out, 0);
+    assert_contains(
+        &out.stderr,
+        &["warning: the server has", "free connection(s) for 50 worker(s)"],
+    );
+}
+
+#[test]
+fn a_tenant_that_fails_before_its_history_is_read_again_keeps_its_real_state() {
+    let db = TestDb::new();
+    create_schemas(&db, &["st"]);
+    assert_code(&mt(&db, &["--tenants", "st", "up", "--to", BASIC[1]]), 0);
+    let key = migrate_tenants::SchemaName::tenant("st").unwrap().lock_key();
+    let holder = Background::start(&db.url, &format!("SELECT pg_advisory_lock({key}), pg_sleep(60)"));
+    holder.wait_for(&format!(
+        "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ({key}::bigint & 4294967295)::oid"
+    ));
+    let out = mt(
+        &db,
+        &["--tenants", "st", "--lock-wait-timeout", "1", "--format", "json", "up"],
+    );
+    assert_code(&out, 1);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let tenant = &doc["tenants"][0];
+    assert_eq!(tenant["failure"], "lock_wait");
+    assert_eq!(tenant["version_before"], BASIC[1]);
+    assert_eq!(tenant["version_after"], BASIC[1]);
+    assert_eq!(tenant["pending_count"], 3);
+}

@@ -528,6 +528,11 @@ pub struct Cluster {
 impl Cluster {
     /// initdb + start in `<work dir>/<name>`.
     pub fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, "")
+    }
+
+    /// Like [`Cluster::start`], with extra `postgresql.conf` lines.
+    pub fn start_with(name: &str, conf: &str) -> Cluster {
         let bin = pg_bin_dir().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH nor under \
@@ -566,7 +571,7 @@ impl Cluster {
                  max_connections = 200\n\
                  fsync = off\n\
                  synchronous_commit = off\n\
-                 full_page_writes = off\n",
+                 full_page_writes = off\n{conf}\n",
                 data.display()
             ),
         );
