@@ -483,7 +483,7 @@ mod tests {
             "3_empty/up.sql: empty",
             "4_meta/metadata.toml: empty",
             "5_meta/metadata.toml: invalid",
-            "characters; diesel records at most 50",
+            "characters; diesel's history table records at most 50",
             "7_commit/up.sql line 1: `COMMIT`",
             "8_path/up.sql line 1",
             "9_multi/up.sql: 2 statements",
