@@ -651,3 +651,66 @@ fn a_tenant_that_fails_before_its_history_is_read_again_keeps_its_real_state() {
     assert_eq!(tenant["version_after"], BASIC[1]);
     assert_eq!(tenant["pending_count"], 3);
 }
+
+#[test]
+fn a_statement_running_past_the_statement_timeout_fails_and_rolls_back() {
+    let db = TestDb::new();
+    create_schemas(&db, &["slow"]);
+    let dir = MigDir::new();
+    dir.add("0001_slow", "CREATE TABLE s (id int);\nSELECT pg_sleep(5);", None);
+    let started = Instant::now();
+    let out = mt_dir(
+        &db,
+        &dir,
+        &[
+            "--tenants",
+            "slow",
+            "--statement-timeout",
+            "300",
+            "--retries",
+            "0",
+            "up",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_code(&out, 1);
+    assert_contains(
+        &out.stdout,
+        &["slow: FAILED in 0001_slow", "statement timeout", "rolled back"],
+    );
+    assert!(!relation_exists(&db, "slow", "s"));
+}
+
+#[test]
+fn max_failures_stops_starting_tenants_after_n_failures() {
+    let db = TestDb::new();
+    create_schemas(&db, &["mf1", "mf2", "mf3", "mf4", "mf5", "mf6"]);
+    let dir = MigDir::new();
+    dir.add("0001_bad", "SELECT * FROM nonexistent;", None);
+    let out = mt_dir(
+        &db,
+        &dir,
+        &[
+            "--tenants",
+            "mf1,mf2,mf3,mf4,mf5,mf6",
+            "--concurrency",
+            "1",
+            "--max-failures",
+            "2",
+            "up",
+        ],
+    );
+    assert_code(&out, 1);
+    assert_eq!(
+        out.stdout.matches(": FAILED").count(),
+        2 + 2,
+        "two failures, each in its line and the summary"
+    );
+    assert_eq!(
+        out.stdout
+            .matches("skipped: not started: the run reached its maximum")
+            .count(),
+        4
+    );
+    assert_contains(&out.stdout, &["stopped early: too many tenants failed"]);
+}
