@@ -714,3 +714,68 @@ fn max_failures_stops_starting_tenants_after_n_failures() {
     );
     assert_contains(&out.stdout, &["stopped early: too many tenants failed"]);
 }
+
+/// A set that skips validation (what the validator refuses must still be caught at run time).
+fn unchecked(migrations: &[(&str, &str, bool)]) -> migrate_tenants::MigrationSet {
+    let list = migrations
+        .iter()
+        .map(|(dir, up, in_tx)| migrate_tenants::Migration {
+            dir_name: dir.to_string(),
+            version: dir.split('_').next().unwrap().to_string(),
+            up: up.to_string(),
+            down: migrate_tenants::DownSql::Missing,
+            run_in_transaction: *in_tx,
+        })
+        .collect();
+    migrate_tenants::MigrationSet::__unchecked(migrate_tenants::Origin::Directory("unchecked".into()), list)
+}
+
+fn run_unchecked(db: &TestDb, tenant: &str, set: migrate_tenants::MigrationSet) -> migrate_tenants::TenantReport {
+    let report = migrate_tenants::Runner::new(set)
+        .database_url(&db.url)
+        .tenants(migrate_tenants::TenantSource::list([tenant]))
+        .retries(0)
+        .up()
+        .expect("run");
+    report.tenants.into_iter().next().expect("one tenant")
+}
+
+#[test]
+fn a_migration_that_ends_its_own_transaction_is_reported_as_not_rolled_back() {
+    let db = TestDb::new();
+    create_schemas(&db, &["split"]);
+    let set = unchecked(&[(
+        "0001_split",
+        "CREATE TABLE before_commit (id int); COMMIT; CREATE TABLE after_commit (id int);",
+        true,
+    )]);
+    let report = run_unchecked(&db, "split", set);
+    let migrate_tenants::Outcome::Failed { error, .. } = &report.outcome else {
+        panic!("{report:?}");
+    };
+    assert_contains(error, &["ended its transaction", "NOT rolled back"]);
+    assert!(history(&db, "split").is_empty(), "never recorded");
+    assert!(
+        relation_exists(&db, "split", "before_commit"),
+        "what the COMMIT kept is said, not hidden"
+    );
+}
+
+#[test]
+fn a_non_transactional_migration_that_leaves_a_transaction_open_is_caught() {
+    let db = TestDb::new();
+    create_schemas(&db, &["open"]);
+    let set = unchecked(&[("0001_open", "BEGIN", false)]);
+    let report = run_unchecked(&db, "open", set);
+    let migrate_tenants::Outcome::Failed { error, .. } = &report.outcome else {
+        panic!("{report:?}");
+    };
+    assert_contains(error, &["left a transaction open"]);
+    assert!(
+        history(&db, "open").is_empty(),
+        "the history row was not swallowed by the open transaction"
+    );
+    // The connection was cleaned up: the next run works.
+    let ok = unchecked(&[("0001_open", "CREATE TABLE t (id int)", true)]);
+    assert!(!run_unchecked(&db, "open", ok).failed());
+}

@@ -124,7 +124,16 @@ impl MigrationSet {
         MigrationSet::validate(origin, raw)
     }
 
-    /// Validates raw migration files into a set; every problem is collected.
+    /// A set taken as it is, without any check: only for tests of the runner's run-time
+    /// safety checks (what validation would have refused must still be caught when it runs).
+    #[doc(hidden)]
+    pub fn __unchecked(origin: Origin, migrations: Vec<Migration>) -> MigrationSet {
+        MigrationSet { origin, migrations }
+    }
+
+    /// Validates raw migration files into a set; every problem is collected (used by the
+    /// macro; applications use `from_dir` or `embed_migrations!`).
+    #[doc(hidden)]
     pub fn validate(origin: Origin, raw: Vec<RawMigration>) -> Result<MigrationSet, SetError> {
         let mut problems = Vec::new();
         let mut migrations: Vec<Migration> = raw
