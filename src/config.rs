@@ -21,6 +21,9 @@ pub enum TenantSource {
     Query(String),
     /// A SQL `LIKE` pattern over existing schemas (never `pg_*`, `information_schema`, `public`).
     Pattern(String),
+    /// Every schema holding a `__diesel_schema_migrations` table, except the shared schema
+    /// (and never `pg_*`, `information_schema`, `public`).
+    AllTenants,
 }
 
 impl TenantSource {

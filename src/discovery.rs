@@ -64,7 +64,7 @@ pub fn read_offline(source: &TenantSource) -> Result<Option<Vec<String>>, Discov
             path: path.display().to_string(),
             source,
         }),
-        TenantSource::Query(_) | TenantSource::Pattern(_) => Ok(None),
+        TenantSource::Query(_) | TenantSource::Pattern(_) | TenantSource::AllTenants => Ok(None),
     }
 }
 
@@ -73,6 +73,7 @@ pub fn read_from_database(conn: &mut PgConnection, source: &TenantSource) -> Res
     match source {
         TenantSource::Query(sql) => run_query(conn, sql),
         TenantSource::Pattern(pattern) => schemas_like(conn, pattern).map_err(|e| DiscoveryError::Query(e.to_string())),
+        TenantSource::AllTenants => schemas_with_history(conn).map_err(|e| DiscoveryError::Query(e.to_string())),
         other => Ok(read_offline(other)?.unwrap_or_default()),
     }
 }
@@ -190,6 +191,19 @@ fn schemas_like(conn: &mut PgConnection, pattern: &str) -> QueryResult<Vec<Strin
          AND nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', 'public') ORDER BY 1",
     )
     .bind::<Text, _>(pattern)
+    .load::<NameRow>(conn)
+    .map(|rows| rows.into_iter().filter_map(|r| r.name).collect())
+}
+
+/// Existing schemas holding a diesel history table, never system schemas or `public` (the
+/// shared schema is then refused by selection, like any source's).
+fn schemas_with_history(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    diesel::sql_query(
+        "SELECT n.nspname::text AS name, 'name' AS type, 1 AS columns FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p') \
+         AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', 'public') ORDER BY 1",
+    )
     .load::<NameRow>(conn)
     .map(|rows| rows.into_iter().filter_map(|r| r.name).collect())
 }

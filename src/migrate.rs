@@ -35,7 +35,9 @@ pub(crate) fn run(
     // the shared migrations change anything. A query may read a registry the shared
     // migrations create, so it runs after them.
     let listed = match listed {
-        None if matches!(config.tenants, TenantSource::Pattern(_)) => Some(discover(config, &mut fleet)?),
+        None if matches!(config.tenants, TenantSource::Pattern(_) | TenantSource::AllTenants) => {
+            Some(discover(config, &mut fleet)?)
+        }
         other => other,
     };
     if !fleet.shared_first(observer) {
@@ -60,7 +62,11 @@ pub(crate) fn run(
 
 /// Tenants from a query or a pattern, validated and selected.
 fn discover(config: &RunConfig, fleet: &mut Fleet<'_>) -> Result<Discovered, Error> {
-    let names = discovery::read_from_database(&mut fleet.db.control, &config.tenants)?;
+    let mut names = discovery::read_from_database(&mut fleet.db.control, &config.tenants)?;
+    if config.tenants == TenantSource::AllTenants {
+        // The shared schema has a history table too; it is simply not a tenant here.
+        names.retain(|n| n != config.shared.schema.as_str());
+    }
     select(config, names)
 }
 

@@ -137,6 +137,10 @@ pub struct TenantArgs {
     #[arg(long, global = true, value_name = "PATTERN")]
     pub schema_pattern: Option<String>,
 
+    /// Every schema that holds a __diesel_schema_migrations table (except the shared schema).
+    #[arg(long, global = true)]
+    pub all_tenants: bool,
+
     /// Only this tenant (repeatable).
     #[arg(long = "tenant", global = true, value_name = "NAME")]
     pub only: Vec<String>,
@@ -332,6 +336,7 @@ impl TenantArgs {
             || self.tenants_file.is_some()
             || self.tenants_query.is_some()
             || self.schema_pattern.is_some()
+            || self.all_tenants
             || !self.only.is_empty()
             || !self.exclude.is_empty()
     }
@@ -355,13 +360,16 @@ impl TenantArgs {
         if let Some(pattern) = &self.schema_pattern {
             flags.push(("--schema-pattern", TenantSource::Pattern(pattern.clone())));
         }
+        if self.all_tenants {
+            flags.push(("--all-tenants", TenantSource::AllTenants));
+        }
         if flags.is_empty() {
             flags = env_sources();
         }
         match flags.len() {
             1 => Ok(flags.pop().expect("one").1),
             0 => Err(UsageError(
-                "no tenants: give exactly one of --tenants, --tenants-file, --tenants-query or --schema-pattern \
+                "no tenants: give exactly one of --tenants, --tenants-file, --tenants-query, --schema-pattern or --all-tenants \
                  (or TENANTS, TENANTS_QUERY or TENANT_SCHEMA_PATTERN in the environment or .env)"
                     .into(),
             )),

@@ -437,3 +437,24 @@ fn tenants_query_may_end_with_a_semicolon_and_a_comment() {
     assert_code(&two, 2);
     assert_contains(&two.stderr, &["2 statements, not one SELECT"]);
 }
+
+#[test]
+fn all_tenants_finds_every_schema_with_a_history_table_but_the_shared_one() {
+    let db = TestDb::new();
+    create_schemas(&db, &["hist_a", "hist_b", "plain_c", "registry_home"]);
+    assert_code(&mt(&db, &["--tenants", "hist_a,hist_b", "up", "--to", BASIC[1]]), 0);
+    db.exec("CREATE TABLE registry_home.__diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)");
+    let out = mt(&db, &["--all-tenants", "--shared-schema", "registry_home", "status"]);
+    assert_code(&out, 0);
+    assert_contains(&out.stdout, &["2 tenant(s)", "hist_a: ", "hist_b: "]);
+    assert!(
+        !out.stdout.contains("plain_c") && !all_output(&out).contains("registry_home:"),
+        "{}",
+        all_output(&out)
+    );
+    assert!(!out.stderr.contains("invalid"), "{}", out.stderr);
+    let up = mt(&db, &["--all-tenants", "up"]);
+    assert_code(&up, 0);
+    assert_eq!(history(&db, "hist_b"), versions(&BASIC));
+    assert!(history(&db, "plain_c").is_empty());
+}
