@@ -87,21 +87,22 @@ impl RunControl {
         }
     }
 
-    /// Why the run stopped, if it did (a cancelled token counts from the moment it is).
+    /// Why the run stopped, if it did. An interruption wins over any earlier reason: the
+    /// run stops starting tenants either way, but an interruption also cancels what is in
+    /// flight, and the exit code says so.
     pub(crate) fn stopped(&self) -> Option<StopReason> {
-        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
-        if stop.is_none() && self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
-            *stop = Some(StopReason::Interrupted);
+        if self.interrupted() {
+            return Some(StopReason::Interrupted);
         }
-        *stop
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the run was interrupted.
+    /// Whether the run was interrupted (the token was cancelled).
     pub(crate) fn interrupted(&self) -> bool {
-        self.stopped() == Some(StopReason::Interrupted)
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
     }
 
-    /// Stops starting tenants (the first reason wins).
+    /// Stops starting tenants (the first reason wins; an interruption always wins).
     pub(crate) fn stop(&self, reason: StopReason) {
         let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         stop.get_or_insert(reason);
@@ -129,13 +130,22 @@ impl RunControl {
         active.remove(&pid);
     }
 
-    /// The backends to cancel, the first time this is asked after an interruption.
-    pub(crate) fn to_cancel(&self) -> Option<Vec<i32>> {
-        if !self.interrupted() || self.cancelled_in_flight.swap(true, Ordering::SeqCst) {
-            return None;
+    /// Once the run is interrupted, calls `cancel` with the backends working on a tenant
+    /// (asked again on every tick, so a backend that starts a statement after the first
+    /// cancel is cancelled too). The list stays locked while `cancel` runs, so a backend
+    /// cannot finish its tenant and go back to an application's pool in between.
+    pub(crate) fn cancel_in_flight(&self, cancel: impl FnOnce(&[i32])) {
+        if !self.interrupted() {
+            return;
         }
         let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        Some(active.keys().copied().collect())
+        let pids: Vec<i32> = active.keys().copied().collect();
+        if !pids.is_empty() {
+            if !self.cancelled_in_flight.swap(true, Ordering::SeqCst) {
+                log::info!("interrupted: cancelling the statements of {} backend(s)", pids.len());
+            }
+            cancel(&pids);
+        }
     }
 
     /// A tenant waits for another runner's lock on it.

@@ -165,9 +165,7 @@ impl<'c> Fleet<'c> {
                 for (tenant, holder) in control.take_waiting() {
                     observer.waiting(&tenant, &holder);
                 }
-                if let Some(pids) = control.to_cancel() {
-                    cancel_backends(db_control, &pids);
-                }
+                control.cancel_in_flight(|pids| cancel_backends(db_control, pids));
             }
         });
         reports
@@ -238,8 +236,7 @@ fn cancel_backends(control: &mut diesel::PgConnection, pids: &[i32]) {
         "SELECT pg_cancel_backend(pid) FROM unnest(ARRAY[{}]::int[]) AS pid",
         list.join(",")
     );
-    match control.batch_execute(&sql) {
-        Ok(()) => log::info!("interrupted: cancelled the statements of {} backend(s)", pids.len()),
-        Err(e) => log::warn!("interrupted: could not cancel the statements in flight: {e}"),
+    if let Err(e) = control.batch_execute(&sql) {
+        log::warn!("interrupted: could not cancel the statements in flight: {e}");
     }
 }

@@ -40,7 +40,7 @@ pub(crate) const HISTORY_DDL: &str = "(
 )";
 
 /// Marks the error raised when a migration ended its own transaction.
-const SPLIT: &str = "migrate-tenants: transaction split";
+pub(crate) const SPLIT: &str = "migrate-tenants: transaction split";
 
 /// Source of unique per-step commit markers (see `step_in_transaction`).
 static STEP_MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -188,6 +188,13 @@ pub(crate) struct TenantHarness<'a> {
     released: bool,
 }
 
+impl TenantHarness<'_> {
+    /// Whether the run was interrupted (a step that has not started yet stops).
+    pub(crate) fn interrupted(&self) -> bool {
+        self.control.is_some_and(RunControl::interrupted)
+    }
+}
+
 impl<'a> TenantHarness<'a> {
     /// Takes the tenant's session advisory lock, waiting while another runner holds it (at
     /// most the lock wait timeout; the holder is named to `control` and in the error).
@@ -221,7 +228,19 @@ impl<'a> TenantHarness<'a> {
             released: true, // nothing to release until the lock is held
         };
         if !first.flag {
-            harness.wait_for_lock(settings.lock_wait_timeout)?;
+            if control.is_some_and(RunControl::interrupted) {
+                return Err(HarnessError::Interrupted(
+                    "stopped before taking the tenant's lock".into(),
+                ));
+            }
+            if let Err(e) = harness.wait_for_lock(settings.lock_wait_timeout) {
+                if !matches!(e, HarnessError::LockWait(_)) {
+                    // Cancelled or broken while waiting: the lock may have been granted just
+                    // before; this connection must not go back to a pool holding it.
+                    mark_broken(harness.conn);
+                }
+                return Err(e);
+            }
         }
         harness.released = false;
         let path: Vec<String> = std::iter::once(schema)
@@ -536,10 +555,16 @@ impl<'a> TenantHarness<'a> {
             self.check_after(false),
             self.invalid_index_check(body),
         );
+        let interrupted = self.control.is_some_and(RunControl::interrupted);
         let result = self
             .conn()
             .batch_execute(&enter)
             .map_err(|e| describe(&e, None))
+            .and_then(|()| match interrupted {
+                // Not started: a cancel cannot stop a statement that is not running yet.
+                true => Err("interrupted before the statement started (nothing ran)".to_string()),
+                false => Ok(()),
+            })
             .and_then(|()| {
                 self.conn()
                     .batch_execute(body)
@@ -576,22 +601,31 @@ impl<'a> TenantHarness<'a> {
         if !body.to_ascii_lowercase().contains("concurrently") {
             return String::new();
         }
+        // Only indexes the migration names: an unrelated INVALID index (an application's
+        // REINDEX CONCURRENTLY leftover) is none of this migration's business.
         format!(
-            "DO $mt$DECLARE bad text; BEGIN \
-             SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ') INTO bad FROM pg_index i \
+            "DO $mt$DECLARE bad text; drops text; BEGIN \
+             SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', '), \
+                    string_agg(format('DROP INDEX CONCURRENTLY %I.%I;', n.nspname, c.relname), ' ') \
+               INTO bad, drops FROM pg_index i \
              JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = {schema} AND NOT i.indisvalid; \
+             WHERE n.nspname = {schema} AND NOT i.indisvalid AND strpos(lower({body}), lower(c.relname)) > 0; \
              IF bad IS NOT NULL THEN RAISE EXCEPTION 'migrate-tenants: INVALID index % in the schema (a CONCURRENTLY \
-             build failed or was interrupted); the version was not recorded: run DROP INDEX CONCURRENTLY % and run again', \
-             bad, bad; END IF; END$mt$;\n",
-            schema = self.schema.literal()
+             build failed or was interrupted); the version was not recorded: run % and run again', \
+             bad, drops; END IF; END$mt$;\n",
+            schema = self.schema.literal(),
+            body = quote_literal(body),
         )
     }
 
     /// Resets the session and releases the lock. If that fails, the connection is marked
-    /// broken so that the pool closes it instead of handing it to the next tenant.
+    /// broken so that the pool closes it instead of handing it to the next tenant. The
+    /// tenant's work is done: an interruption no longer cancels this backend.
     pub(crate) fn release(mut self) -> Result<()> {
         self.released = true;
+        if let Some(control) = self.control.take() {
+            control.untrack(self.pid);
+        }
         self.unlock()
     }
 

@@ -63,7 +63,7 @@ pub(crate) fn create(
     let schemas = names(list, &config.shared.schema)?;
     let up = Command::Up { to: None };
     let mut fleet = Fleet::open(config, Some(&up), RunKind::TenantCreate, observer)?;
-    if !fleet.shared_first(observer) {
+    if fleet.control.interrupted() || !fleet.shared_first(observer) {
         return Ok(fleet.finish(Vec::new(), observer));
     }
     let creator = Creator {
@@ -199,7 +199,9 @@ impl Creator<'_> {
             true => match create_atomically(&mut h, &steps) {
                 // A set that uses an enum value added by an earlier migration cannot run
                 // in one transaction; it still gets a tenant that is all or nothing.
-                Err(_) if adds_enum_values(self.set) => create_then_compensate(&mut h, &steps)?,
+                Err(e) if adds_enum_values(self.set) && !h.interrupted() && e.transient().is_none() => {
+                    create_then_compensate(&mut h, &steps)?
+                }
                 other => other?,
             },
             false => create_then_compensate(&mut h, &steps)?,
@@ -242,6 +244,9 @@ fn apply_all(h: &mut TenantHarness<'_>, steps: &[Step<'_>], in_transaction: bool
     let mut applied = Vec::new();
     for step in steps {
         if let Step::Apply(m) = step {
+            if h.interrupted() {
+                return Err(HarnessError::Interrupted(format!("stopped before {}", m.dir_name)));
+            }
             h.apply(m, in_transaction)?;
             applied.push(m.version.clone());
         }

@@ -40,7 +40,7 @@ pub(crate) fn run(
         }
         other => other,
     };
-    if !fleet.shared_first(observer) {
+    if fleet.control.interrupted() || !fleet.shared_first(observer) {
         return Ok(fleet.finish(Vec::new(), observer));
     }
     let found = match listed {
@@ -250,7 +250,11 @@ impl Migrate<'_> {
                 .atomic_up(config.atomic)
                 .run_on(worker.workers, &config.settings)
                 .finish_with_cause();
-            let retry = attempts.len() < config.retries as usize
+            // Only `up` is tried again: its plan (what is pending) is the same whatever an
+            // earlier attempt committed; `down --steps` and `redo` count from the newest
+            // applied version and would revert more than asked.
+            let retry = matches!(self.command, Command::Up { .. })
+                && attempts.len() < config.retries as usize
                 && worker.control.stopped().is_none()
                 && transient.is_some_and(|t| t != Transient::ConnectionLost || worker.workers.server_reachable());
             attempts.push(report);
@@ -265,8 +269,23 @@ impl Migrate<'_> {
                 attempts.len() + 1,
                 delay.as_millis()
             );
-            std::thread::sleep(delay);
+            sleep_unless_stopped(delay, worker.control);
+            if worker.control.stopped().is_some() {
+                return merge(attempts);
+            }
         }
+    }
+}
+
+/// Sleeps `delay`, waking early when the run stops.
+fn sleep_unless_stopped(delay: std::time::Duration, control: &crate::control::RunControl) {
+    let until = std::time::Instant::now() + delay;
+    while control.stopped().is_none() {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
     }
 }
 

@@ -49,7 +49,8 @@ pub(crate) fn check(db: &mut Database, config: &RunConfig, kind: RunKind) -> Res
                 .into(),
         ));
     }
-    let creates = kind == RunKind::TenantCreate || (config.missing == MissingPolicy::Create && writes);
+    let creates = kind == RunKind::TenantCreate
+        || (config.missing == MissingPolicy::Create && matches!(kind, RunKind::Up | RunKind::Redo));
     if creates && !state.may_create {
         return Err(Error::Config(format!(
             "role {} may not create schemas in this database (it lacks the CREATE privilege on it): nothing was \

@@ -176,6 +176,8 @@ impl<'r> TenantRun<'r> {
             .and_then(|()| h.execute("COMMIT"));
         if let Err(e) = result {
             let _ = h.execute("ROLLBACK");
+            // What this attempt did is reported only if it may have been kept; the history is
+            // read again by the next run either way.
             self.applied = before.0;
             self.report.applied.truncate(before.1);
             self.report.reverted.truncate(before.2);
@@ -251,6 +253,16 @@ impl<'r> TenantRun<'r> {
 /// The error of a step inside an all-or-nothing transaction, saying that nothing was kept.
 fn rolled_back_whole(e: HarnessError) -> HarnessError {
     const WHOLE: &str = "the whole run on this tenant was one transaction and was rolled back: it is as it was before";
+    const UNKNOWN: &str = "the whole run on this tenant was one transaction, and the connection was lost: it was \
+                           rolled back unless its COMMIT had reached the server; the next run reads the history again";
+    if e.to_string().contains(crate::harness::SPLIT) {
+        return e; // says itself what was committed
+    }
+    if matches!(e.transient(), Some(crate::harness::Transient::ConnectionLost))
+        || e.to_string().contains("the connection was lost")
+    {
+        return HarnessError::Database(format!("{e}; {UNKNOWN}"));
+    }
     match e {
         HarnessError::Migration { migration, message, .. } => HarnessError::Migration {
             migration,

@@ -43,13 +43,13 @@ pub(super) fn install(token: CancelToken) -> Received {
                 .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
+                // Cancel first: writing to a stderr nobody reads could block.
+                token.cancel();
                 errln!(
                     "interrupted: starting no new tenant, cancelling the migrations in flight (they roll back); \
                      send the signal again to exit at once"
                 );
-                token.cancel();
             } else {
-                errln!("interrupted again: exiting now; tenants in flight are rolled back by the server when their connections close");
                 std::process::exit(128 + signal);
             }
         }
