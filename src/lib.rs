@@ -24,7 +24,8 @@ assert_eq!(report.summary.failed, 0);
 
 Inside, one module per concern: `source` (embedded sets), `runner` (this builder), `fleet`
 (the skeleton every run shares), `migrate` and `lifecycle` (what runs on each tenant),
-`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks),
+`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `lint`
+(multi-tenant hazards in a set, without a database),
 `shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
 `discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`.
 */
@@ -40,6 +41,7 @@ mod error;
 mod fleet;
 mod harness;
 mod lifecycle;
+mod lint;
 mod migrate;
 mod observer;
 mod plan;
@@ -59,6 +61,7 @@ pub use control::{CancelToken, StopReason};
 pub use database::{Pool, Target, Unreachable};
 pub use discovery::DiscoveryError;
 pub use error::{Blocked, Error};
+pub use lint::{lint, Finding, LintConfig, LintReport, Rule, Severity};
 pub use migrate_tenants_macros::embed_migrations;
 pub use migrate_tenants_set::{DownSql, Migration, MigrationSet, Origin, SetError};
 pub use observer::Observer;

@@ -26,6 +26,8 @@ mod isolation;
 mod library;
 #[path = "it/lifecycle.rs"]
 mod lifecycle;
+#[path = "it/lint.rs"]
+mod lint;
 #[path = "it/names.rs"]
 mod names;
 #[path = "it/non_transactional.rs"]

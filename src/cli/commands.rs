@@ -36,6 +36,7 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
     };
     let result = match &cli.command {
         CliCommand::List => list(&cli.global, migrations),
+        CliCommand::Lint { deny_warnings, allow } => lint(&cli.global, migrations, *deny_warnings, allow),
         CliCommand::Generate { name, no_transaction } => generate(&cli.global, migrations, name, *no_transaction),
         CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd, cancel),
         command => fleet(&cli.global, migrations, command, cancel),
@@ -206,6 +207,50 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
         }
     }
     Ok(exit::SUCCESS)
+}
+
+fn lint(global: &Global, migrations: Migrations, deny_warnings: bool, allow: &[String]) -> Outcome {
+    let set = match sets(global, migrations)? {
+        (Some(set), _) => set,
+        (None, _) => match migrations {
+            Migrations::Embedded(embedded) => embedded.tenant_set().map_err(|e| run_error(Error::InvalidSet(e)))?,
+            Migrations::Directory => unreachable!("a directory binary always loads its set"),
+        },
+    };
+    let config = crate::LintConfig { allow: allow.to_vec() };
+    let unknown = config.unknown_rules();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = crate::Rule::all().iter().map(|r| r.id).collect();
+        return Err((
+            exit::USAGE,
+            format!(
+                "--allow {}: no such rule (rules: {})",
+                unknown.join(", "),
+                known.join(", ")
+            ),
+        ));
+    }
+    let report = crate::lint(&set, &config);
+    if global.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        for finding in &report.findings {
+            outln!("{finding}");
+            outln!("    why: {}", finding.why);
+            outln!("    fix: {}", finding.fix);
+        }
+        let info = crate::SetInfo::of(&set);
+        outln!(
+            "lint: {} migration(s) from {}: {} error(s), {} warning(s), {} allowed",
+            report.migrations,
+            info.origin,
+            report.errors(),
+            report.warnings(),
+            report.allowed
+        );
+    }
+    let failed = report.errors() > 0 || (deny_warnings && report.warnings() > 0);
+    Ok(if failed { exit::TENANT_FAILED } else { exit::SUCCESS })
 }
 
 fn generate(global: &Global, migrations: Migrations, name: &str, no_transaction: bool) -> Outcome {

@@ -218,6 +218,17 @@ pub enum CliCommand {
     Status,
     /// List the migrations this binary runs (no database needed).
     List,
+    /// Find multi-tenant hazards in the tenant migrations (no database needed): extensions
+    /// without SCHEMA, fixed schema names, public. references, empty down.sql files after a
+    /// CREATE, database-wide statements, blocking indexes. Exit 1 on errors.
+    Lint {
+        /// Also exit 1 on warnings.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Allow this rule everywhere (repeatable; in a file: `-- migrate-tenants: allow(rule-id)`).
+        #[arg(long = "allow", value_name = "RULE")]
+        allow: Vec<String>,
+    },
     /// Create <migrations dir>/<YYYY-MM-DD-HHMMSS>_<name>/{up.sql,down.sql}.
     Generate {
         /// Migration name: [a-z0-9_]+.
