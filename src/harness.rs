@@ -311,6 +311,11 @@ impl<'a> TenantHarness<'a> {
         self.conn
     }
 
+    /// Runs `f` on the harness's connection (catalog reads while the tenant is locked).
+    pub(crate) fn with_conn<T>(&mut self, f: impl FnOnce(&mut PgConnection) -> T) -> T {
+        f(self.conn)
+    }
+
     fn history(&self) -> String {
         format!("{}.{HISTORY_TABLE}", self.schema.quoted())
     }

@@ -37,6 +37,7 @@ mod config;
 mod control;
 mod database;
 mod discovery;
+mod drift;
 mod error;
 mod fleet;
 mod harness;
@@ -49,9 +50,11 @@ mod preflight;
 mod report;
 mod runner;
 mod shared;
+mod snapshot;
 mod source;
 mod tenant;
 mod tenant_run;
+mod verify;
 
 pub use config::{
     DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
@@ -60,6 +63,7 @@ pub use config::{
 pub use control::{CancelToken, StopReason};
 pub use database::{Pool, Target, Unreachable};
 pub use discovery::DiscoveryError;
+pub use drift::{DriftReport, Drifted, VersionGroup};
 pub use error::{Blocked, Error};
 pub use lint::{lint, Finding, LintConfig, LintReport, Rule, Severity};
 pub use migrate_tenants_macros::embed_migrations;
@@ -70,6 +74,7 @@ pub use report::{exit, FailureKind, FleetReport, Outcome, RunInfo, RunKind, Summ
 pub use runner::{Migrations, Runner, Task};
 pub use source::{EmbeddedMigrations, SetInfo};
 pub use tenant::{NameError, SchemaName};
+pub use verify::{Problem, VerifyReport};
 
 /// What the macro's expansion names; not part of the stable API.
 #[doc(hidden)]

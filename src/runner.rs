@@ -409,6 +409,23 @@ impl Runner {
         }
     }
 
+    /// Proves the tenant set on two scratch schemas of the database, never on a tenant, in
+    /// transactions that are always rolled back: every `down.sql` restores the schema as it
+    /// was before its `up.sql` (compared structurally), and the whole set creates or changes
+    /// nothing outside the tenant's schema. Needs a database, not tenants.
+    pub fn verify(&self) -> Result<crate::VerifyReport, Error> {
+        let config = self.config(true)?;
+        crate::verify::verify(&config)
+    }
+
+    /// Compares the structure of every selected tenant with the others at the same version
+    /// (read-only, on the workers): tenants that differ from the structure most share, with
+    /// the differences.
+    pub fn drift(&self) -> Result<crate::DriftReport, Error> {
+        let config = self.config(false)?;
+        crate::drift::drift(&config)
+    }
+
     /// Lists tenants with their state (a `status` reported as `tenant list`).
     pub fn list_tenants(&self, observer: &mut dyn Observer) -> Result<FleetReport, Error> {
         let config = self.config(false)?;

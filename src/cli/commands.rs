@@ -36,6 +36,8 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
     };
     let result = match &cli.command {
         CliCommand::List => list(&cli.global, migrations),
+        CliCommand::Verify { ephemeral } => verify(&cli.global, migrations, *ephemeral),
+        CliCommand::Drift => drift(&cli.global, migrations),
         CliCommand::Lint { deny_warnings, allow } => lint(&cli.global, migrations, *deny_warnings, allow),
         CliCommand::Generate { name, no_transaction } => generate(&cli.global, migrations, name, *no_transaction),
         CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd, cancel),
@@ -207,6 +209,116 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
         }
     }
     Ok(exit::SUCCESS)
+}
+
+fn drift(global: &Global, migrations: Migrations) -> Outcome {
+    let runner = global.configure(runner(global, migrations)?, None).map_err(usage)?;
+    let report = runner.drift().map_err(|e| names_hint(run_error(e), global))?;
+    if global.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        for d in &report.drifted {
+            let version = d.version.as_deref().unwrap_or("none");
+            outln!("{}: differs from {} (both at {version}):", d.tenant, d.reference);
+            for line in &d.differences {
+                outln!("    {line}");
+            }
+        }
+        for u in &report.unreadable {
+            outln!("{u}: not compared");
+        }
+        let groups: Vec<String> = report
+            .versions
+            .iter()
+            .map(|g| {
+                let structures = if g.structures == 1 {
+                    String::new()
+                } else {
+                    format!(", {} structures", g.structures)
+                };
+                format!(
+                    "{}: {} tenant(s){structures}",
+                    g.version.as_deref().unwrap_or("none"),
+                    g.tenants
+                )
+            })
+            .collect();
+        outln!(
+            "drift: {} tenant(s) [{}]: {} drifted, {} not compared",
+            report.tenants,
+            groups.join("; "),
+            report.drifted.len(),
+            report.unreadable.len()
+        );
+    }
+    Ok(if report.clean() {
+        exit::SUCCESS
+    } else {
+        exit::TENANT_FAILED
+    })
+}
+
+fn verify(global: &Global, migrations: Migrations, ephemeral: bool) -> Outcome {
+    if global.tenants.any_given() {
+        return Err((
+            exit::USAGE,
+            "verify works on scratch schemas, never on tenants: drop the tenant flags".into(),
+        ));
+    }
+    let cluster = match ephemeral {
+        true => Some(super::ephemeral::Ephemeral::start().map_err(|e| (exit::UNREACHABLE, e))?),
+        false => None,
+    };
+    let mut runner = global.configure(runner(global, migrations)?, Some(TenantSource::List(Vec::new())));
+    if let Some(cluster) = &cluster {
+        // No database URL is needed: the throwaway cluster is the database.
+        runner = Ok(runner_without_url(global, migrations)?.database_url(&cluster.url));
+    }
+    let runner = runner.map_err(usage)?;
+    let report = runner.verify().map_err(run_error)?;
+    if global.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        for p in &report.problems {
+            let at = p.migration.as_deref().map_or(String::new(), |m| format!("{m}: "));
+            outln!("{at}{}: {}", p.kind, p.message);
+            for d in &p.differences {
+                outln!("    {d}");
+            }
+        }
+        for note in &report.notes {
+            outln!("note: {note}");
+        }
+        outln!(
+            "verify: {} migration(s), {} down.sql checked: {} problem(s)",
+            report.migrations,
+            report.reversible_checked,
+            report.problems.len()
+        );
+    }
+    Ok(if report.passed() {
+        exit::SUCCESS
+    } else {
+        exit::TENANT_FAILED
+    })
+}
+
+/// The runner for `verify --ephemeral` (its settings, without a database URL).
+fn runner_without_url(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
+    let mut runner = runner(global, migrations)?
+        .tenants(TenantSource::List(Vec::new()))
+        .search_path_suffix(
+            global
+                .search_path_suffix
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty()),
+        )
+        .shared_schema(&global.shared_schema);
+    if let Some(ms) = global.lock_timeout {
+        runner = runner.lock_timeout(std::time::Duration::from_millis(ms));
+    }
+    Ok(runner)
 }
 
 fn lint(global: &Global, migrations: Migrations, deny_warnings: bool, allow: &[String]) -> Outcome {

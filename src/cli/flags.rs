@@ -218,6 +218,16 @@ pub enum CliCommand {
     Status,
     /// List the migrations this binary runs (no database needed).
     List,
+    /// Tenants whose structure differs from most tenants at the same version (read-only).
+    Drift,
+    /// Prove the tenant migrations on scratch schemas (never a tenant; all rolled back): every
+    /// down.sql restores the schema, and the set changes nothing outside the tenant's schema.
+    Verify {
+        /// Start a throwaway local PostgreSQL for it (needs the server programs installed)
+        /// instead of using --database-url.
+        #[arg(long)]
+        ephemeral: bool,
+    },
     /// Find multi-tenant hazards in the tenant migrations (no database needed): extensions
     /// without SCHEMA, fixed schema names, public. references, empty down.sql files after a
     /// CREATE, database-wide statements, blocking indexes. Exit 1 on errors.
