@@ -8,6 +8,8 @@ mod helpers;
 
 #[path = "it/app.rs"]
 mod app;
+#[path = "it/authoring.rs"]
+mod authoring;
 #[path = "it/concurrency.rs"]
 mod concurrency;
 #[path = "it/config.rs"]
