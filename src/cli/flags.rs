@@ -235,8 +235,14 @@ pub enum CliCommand {
         /// Also exit 1 on warnings.
         #[arg(long)]
         deny_warnings: bool,
-        /// Allow this rule everywhere (repeatable; in a file: `-- migrate-tenants: allow(rule-id)`).
-        #[arg(long = "allow", value_name = "RULE")]
+        /// Allow this rule everywhere (repeatable, or a comma list in the environment; in a file:
+        /// `-- migrate-tenants: allow(rule-id)`).
+        #[arg(
+            long = "allow",
+            value_name = "RULE",
+            env = "MIGRATE_TENANTS_LINT_ALLOW",
+            value_delimiter = ','
+        )]
         allow: Vec<String>,
     },
     /// Create <migrations dir>/<YYYY-MM-DD-HHMMSS>_<name>/{up.sql,down.sql}.

@@ -70,6 +70,10 @@ fn warnings_fail_only_when_denied_and_rules_can_be_allowed() {
     ]);
     assert_code(&allowed, 0);
     assert_contains(&allowed.stdout, &["1 allowed"]);
+    let mut from_env = crate::support::cli();
+    from_env.env("MIGRATE_TENANTS_LINT_ALLOW", "public-reference,blocking-index");
+    let out = crate::support::run(from_env.args(["--migrations-dir", dir.path_str(), "lint", "--deny-warnings"]));
+    assert_code(&out, 0);
     let typo = mt_bare(&["--migrations-dir", dir.path_str(), "lint", "--allow", "blocking-indx"]);
     assert_code(&typo, 2);
     assert_contains(&typo.stderr, &["no such rule", "blocking-index"]);
