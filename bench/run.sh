@@ -12,7 +12,8 @@
 #   REPS         repetitions of every timed phase; the best is kept (default 1)
 #   CONCURRENCY  passed as --concurrency to every tool run (default: the tool's own default)
 #   SWEEP        space-separated concurrencies to sweep on the fresh apply at N
-#   PHASES       subset of "fresh noop sweep" (default: "fresh noop", plus "sweep" when SWEEP is set)
+#   PHASES       subset of "fresh noop sweep pool" (default: "fresh noop pool", plus "sweep" when SWEEP is set)
+#   POOL_N       checkouts per side in the pool phase (default 5000)
 #   SETUP_JOBS   parallel psql sessions that create the no-op phase's tenants (default 4; untimed)
 #   SKIP_BUILD=1 use the existing target/release/migrate-tenants (BIN=path overrides it)
 #   KEEP=1       leave the bench cluster running (and the work directory) at the end
@@ -38,7 +39,7 @@ CONCURRENCY=${CONCURRENCY:-}
 SETUP_JOBS=${SETUP_JOBS:-4}
 RSS_SMALL=100
 if [ -z "${PHASES:-}" ]; then
-  PHASES="fresh noop"
+  PHASES="fresh noop pool"
   [ -n "$SWEEP" ] && PHASES="$PHASES sweep"
 fi
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -292,6 +293,19 @@ if has_phase sweep && [ -n "$SWEEP" ]; then
     printf '  %-12s %10s  %10.2f  %8s  %7d KB\n' "$c" "$(secs "${BEST[$c]}")" "$(div "${BEST[$c]}" "$N" %.4f)" "$R" "${BRSS[$c]}"
     summary "sweep, N=$N, --concurrency $c: tool / floor" "${R}x" "$(secs "${BEST[$c]}") / $(secs "$SWEEP_FLOOR")" "$(div "${BEST[$c]}" "$N") ms/tenant"
   done
+fi
+
+# ---------------------------------------------------------------- 4. tenant-scoped checkouts
+if has_phase pool; then
+  log
+  log "== tenant-scoped checkouts (TenantPool): checkout + SELECT 1, plain r2d2 pool vs TenantPool"
+  (cd "$ROOT" && cargo build --release --quiet -p sample-app) || die "cargo build -p sample-app"
+  reset_db
+  POOL_LINE=$("$ROOT/target/release/sample-app-serve" --database-url "$URL" --bench "${POOL_N:-5000}") \
+    || die "sample-app-serve --bench"
+  log "   $POOL_LINE"
+  POOL_RATIO=$(sed -E 's/.*ratio ([0-9.]+).*/\1/' <<<"$POOL_LINE")
+  summary "TenantPool checkout + SELECT 1 / plain checkout + SELECT 1" "${POOL_RATIO}x" "$(sed -E 's/.*plain ([0-9.]+ us), tenant-scoped ([0-9.]+ us).*/\2 \/ \1/' <<<"$POOL_LINE")" "4 round trips vs 2 (see README)"
 fi
 
 # ---------------------------------------------------------------- summary

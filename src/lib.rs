@@ -27,7 +27,8 @@ Inside, one module per concern: `source` (embedded sets), `runner` (this builder
 `tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `lint`
 (multi-tenant hazards in a set, without a database),
 `shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
-`discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`.
+`discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`; `tenant_pool` serves
+tenants to the application ([`TenantPool`]).
 */
 
 mod catalog;
@@ -53,6 +54,7 @@ mod shared;
 mod snapshot;
 mod source;
 mod tenant;
+mod tenant_pool;
 mod tenant_run;
 mod verify;
 
@@ -74,6 +76,7 @@ pub use report::{exit, FailureKind, FleetReport, Outcome, RunInfo, RunKind, Summ
 pub use runner::{Migrations, Runner, Task};
 pub use source::{EmbeddedMigrations, SetInfo};
 pub use tenant::{NameError, SchemaName};
+pub use tenant_pool::{TenantConnection, TenantPool, TenantPoolError};
 pub use verify::{Problem, VerifyReport};
 
 /// What the macro's expansion names; not part of the stable API.

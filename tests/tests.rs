@@ -40,6 +40,8 @@ mod search_path;
 mod session;
 #[path = "it/shared.rs"]
 mod shared;
+#[path = "it/tenant_pool.rs"]
+mod tenant_pool;
 #[path = "it/tenants.rs"]
 mod tenants;
 #[path = "it/validation.rs"]
