@@ -174,6 +174,8 @@ pub(crate) struct RunConfig {
     pub(crate) exclude: Vec<String>,
     /// Fail the run when a discovered name is invalid (instead of skipping it).
     pub(crate) strict: bool,
+    /// Only part `i` of `n` of the selected tenants.
+    pub(crate) shard: Option<(u32, u32)>,
     pub(crate) missing: MissingPolicy,
     /// Worker threads, and pool connections.
     pub(crate) concurrency: usize,

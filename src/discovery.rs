@@ -89,6 +89,8 @@ pub struct Selection<'a> {
     pub strict: bool,
     /// The shared schema, which is never a tenant.
     pub shared: &'a SchemaName,
+    /// Only the tenants of part `i` of `n` (1-based), by a hash of each name.
+    pub shard: Option<(u32, u32)>,
 }
 
 /// Validates, selects, de-duplicates and sorts names.
@@ -117,6 +119,9 @@ pub fn select(names: Vec<String>, selection: &Selection<'_>) -> Result<Discovere
         let only = selection.only.is_empty() || selection.only.iter().any(|o| o == t.as_str());
         only && !selection.exclude.iter().any(|x| x == t.as_str())
     });
+    if let Some((part, parts)) = selection.shard {
+        found.tenants.retain(|t| t.shard(parts) == part);
+    }
     found.tenants.sort();
     found.tenants.dedup();
     Ok(found)
@@ -227,6 +232,7 @@ mod tests {
         let exclude = ["c".to_string()];
         let only = ["b".to_string()];
         let base = Selection {
+            shard: None,
             only: &[],
             exclude: &exclude,
             strict: false,

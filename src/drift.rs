@@ -79,6 +79,7 @@ pub(crate) fn drift(config: &RunConfig) -> Result<DriftReport, Error> {
         None => discovery::read_from_database(&mut db.control, &config.tenants)?,
     };
     let selection = Selection {
+        shard: config.shard,
         only: &config.only,
         exclude: &config.exclude,
         strict: config.strict,

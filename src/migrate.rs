@@ -84,6 +84,7 @@ fn select_offline(config: &RunConfig) -> Result<Option<Discovered>, Error> {
 fn select(config: &RunConfig, names: Vec<String>) -> Result<Discovered, Error> {
     let strict = config.strict || matches!(config.tenants, TenantSource::List(_));
     let selection = discovery::Selection {
+        shard: config.shard,
         only: &config.only,
         exclude: &config.exclude,
         strict,

@@ -147,6 +147,7 @@ pub struct Runner {
     only: Vec<String>,
     exclude: Vec<String>,
     strict: bool,
+    shard: Option<(u32, u32)>,
     missing: MissingPolicy,
     concurrency: usize,
     connect_timeout: Duration,
@@ -175,6 +176,7 @@ impl Runner {
             only: Vec::new(),
             exclude: Vec::new(),
             strict: false,
+            shard: None,
             missing: MissingPolicy::Error,
             concurrency: DEFAULT_CONCURRENCY,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -230,6 +232,14 @@ impl Runner {
     /// file, query or pattern are reported and skipped; a list is always strict).
     pub fn strict(mut self, strict: bool) -> Runner {
         self.strict = strict;
+        self
+    }
+
+    /// Only part `part` of `parts` (1-based) of the selected tenants, by a stable hash of each
+    /// name: `parts` machines or CI jobs, each with its own `part`, migrate disjoint parts
+    /// (overlapping by mistake stays safe: each tenant is locked while it migrates).
+    pub fn shard(mut self, part: u32, parts: u32) -> Runner {
+        self.shard = Some((part.clamp(1, parts.max(1)), parts.max(1)));
         self
     }
 
@@ -471,6 +481,7 @@ impl Runner {
             only: self.only.clone(),
             exclude: self.exclude.clone(),
             strict: self.strict,
+            shard: self.shard,
             missing: self.missing,
             concurrency: self.concurrency,
             connect_timeout: self.connect_timeout,

@@ -83,6 +83,15 @@ impl SchemaName {
     }
 }
 
+impl SchemaName {
+    /// Which of `parts` parts (1-based) this tenant belongs to: a hash of the name alone, so
+    /// the same tenant is always in the same part, and adding tenants moves none of the others.
+    pub fn shard(&self, parts: u32) -> u32 {
+        let key = key_of(&format!("migrate-tenants:shard:{}", self.0)) as u64;
+        (key % u64::from(parts.max(1))) as u32 + 1
+    }
+}
+
 /// The advisory-lock key that serializes migrations touching database-wide objects
 /// (extensions, roles, ...) across tenants.
 pub(crate) fn database_wide_lock_key() -> i64 {

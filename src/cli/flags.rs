@@ -149,6 +149,11 @@ pub struct TenantArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub exclude: Vec<String>,
 
+    /// Only part I of N of the selected tenants (e.g. 2/4), by a stable hash of each name:
+    /// N CI jobs or hosts migrate disjoint parts in parallel.
+    #[arg(long, global = true, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+
     /// Fail the run when a discovered name is invalid, instead of skipping it.
     #[arg(long, global = true)]
     pub strict: bool,
@@ -348,6 +353,9 @@ impl Global {
         if let Some(ms) = self.statement_timeout {
             runner = runner.statement_timeout(Duration::from_millis(ms));
         }
+        if let Some((part, parts)) = self.tenants.shard {
+            runner = runner.shard(part, parts);
+        }
         if let Some(max) = self.max_failures {
             runner = runner.max_failures(Some(usize::try_from(max).unwrap_or(usize::MAX)));
         }
@@ -430,6 +438,17 @@ impl CliCommand {
             CliCommand::Status => Task::Status,
             _ => return None,
         })
+    }
+}
+
+/// `I/N` with 1 <= I <= N.
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((i, n)) if n >= 1 && (1..=n).contains(&i) => Ok((i, n)),
+        _ => Err(format!("{text:?}: expected I/N with 1 <= I <= N, e.g. 2/4")),
     }
 }
 

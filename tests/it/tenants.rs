@@ -458,3 +458,46 @@ fn all_tenants_finds_every_schema_with_a_history_table_but_the_shared_one() {
     assert_eq!(history(&db, "hist_b"), versions(&BASIC));
     assert!(history(&db, "plain_c").is_empty());
 }
+
+#[test]
+fn shards_split_the_tenants_into_stable_disjoint_parts() {
+    let db = TestDb::new();
+    let names: Vec<String> = (1..=30).map(|i| format!("sh{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    create_schemas(&db, &refs);
+    let mut seen: Vec<String> = Vec::new();
+    for part in 1..=3 {
+        let shard = format!("{part}/3");
+        let out = mt(
+            &db,
+            &[
+                "--tenants",
+                &names.join(","),
+                "--shard",
+                &shard,
+                "--format",
+                "json",
+                "up",
+            ],
+        );
+        assert_code(&out, 0);
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let mine: Vec<String> = doc["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["schema"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!mine.is_empty() && mine.len() < 30, "part {part}: {mine:?}");
+        assert!(mine.iter().all(|t| !seen.contains(t)), "parts overlap");
+        // The same part again: the same tenants (now up to date).
+        let again = mt(&db, &["--tenants", &names.join(","), "--shard", &shard, "status"]);
+        assert_contains(&again.stdout, &[&format!("{} tenant(s)", mine.len())]);
+        seen.extend(mine);
+    }
+    seen.sort();
+    let mut all = names.clone();
+    all.sort();
+    assert_eq!(seen, all, "the parts cover every tenant");
+    assert_code(&mt(&db, &["--tenants", "sh1", "--shard", "4/3", "status"]), 2);
+}
