@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::harness;
 use crate::snapshot;
 use crate::tenant::SchemaName;
+use diesel::Connection;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -127,7 +128,10 @@ fn read_one(workers: &Workers, tenant: &SchemaName) -> Result<Read, String> {
         .map_err(|e| e.to_string())?
         .into_iter()
         .next();
-    let lines = snapshot::schema(&mut conn, tenant).map_err(|e| e.to_string())?;
+    // In a transaction of its own: the snapshot pins search_path for it.
+    let lines = conn
+        .transaction(|c| snapshot::schema(c, tenant))
+        .map_err(|e| e.to_string())?;
     Ok(Read {
         tenant: tenant.clone(),
         version,

@@ -17,12 +17,21 @@ struct Line {
     line: String,
 }
 
-/// The structure of `schema`, one sorted line per object or column.
+/// The structure of `schema`, one sorted line per object or column. Call it inside a
+/// transaction: `search_path` is pinned to `pg_catalog` for the rest of it, so that every
+/// definition names its schemas the same way whatever path the session had.
 pub(crate) fn schema(conn: &mut PgConnection, schema: &SchemaName) -> QueryResult<Vec<String>> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute("SELECT set_config('search_path', 'pg_catalog', true)")?;
+    // The schema's own name becomes $S where it qualifies a name (and only there: a table
+    // `invoices` in tenant `es` stays `invoices`).
     let sql = SNAPSHOT
         .replace("{schema}", &schema.literal())
         .replace("{prefix}", &quote_literal(&format!("{}.", schema.quoted())))
-        .replace("{bare}", &quote_literal(&format!("{}.", schema.as_str())));
+        .replace(
+            "{bare}",
+            &quote_literal(&format!("(^|[^[:alnum:]_$\"]){}\\.", schema.as_str())),
+        );
     diesel::sql_query(sql)
         .load::<Line>(conn)
         .map(|rows| rows.into_iter().map(|r| r.line).collect())
@@ -43,9 +52,14 @@ pub(crate) fn exists(conn: &mut PgConnection, schema: &SchemaName) -> QueryResul
     .map(|f| f.flag)
 }
 
-/// What lies outside any one tenant: schemas, extensions and where they live, and the
-/// structure of `public`. A set that changes this is not confined to its tenant's schema.
-pub(crate) fn outside(conn: &mut PgConnection, ignore: &[&SchemaName]) -> QueryResult<Vec<String>> {
+/// What lies outside any one tenant: schemas, extensions and where they live, roles, and the
+/// structure of `public` and of the shared schema. A set that changes this is not confined to
+/// its tenant's schema. Inside a transaction, like [`schema`].
+pub(crate) fn outside(
+    conn: &mut PgConnection,
+    ignore: &[&SchemaName],
+    shared: &SchemaName,
+) -> QueryResult<Vec<String>> {
     let ignored: Vec<String> = ignore.iter().map(|s| s.literal()).collect();
     let ignored = if ignored.is_empty() {
         "''".to_string()
@@ -67,7 +81,9 @@ pub(crate) fn outside(conn: &mut PgConnection, ignore: &[&SchemaName]) -> QueryR
         .map(|r| r.line)
         .collect();
     let public = SchemaName::shared("public").expect("a valid name");
-    lines.extend(schema(conn, &public)?.into_iter().map(|l| format!("public: {l}")));
+    for shown in std::iter::once(&public).chain((shared != &public).then_some(shared)) {
+        lines.extend(schema(conn, shown)?.into_iter().map(|l| format!("{shown}: {l}")));
+    }
     Ok(lines)
 }
 
@@ -85,11 +101,29 @@ rel AS (
   WHERE c.relnamespace = ns.oid AND c.relname <> '__diesel_schema_migrations'
     AND c.relname NOT LIKE '\\_\\_diesel\\_schema\\_migrations\\_%'
 )
-SELECT replace(replace(line, {prefix}, '$S.'), {bare}, '$S.') AS line FROM (
-  SELECT 'relation ' || relname || ' kind ' || relkind::text AS line FROM rel WHERE relkind <> 'i'
+SELECT regexp_replace(replace(line, {prefix}, '$S.'), {bare}, '\\1$S.', 'g') AS line FROM (
+  SELECT 'relation ' || rel.relname || ' kind ' || rel.relkind::text || ' persistence ' || c.relpersistence::text
+         || CASE WHEN c.relrowsecurity THEN ' row security' ELSE '' END
+         || CASE WHEN c.relforcerowsecurity THEN ' forced' ELSE '' END AS line
+  FROM rel JOIN pg_class c ON c.oid = rel.oid WHERE rel.relkind NOT IN ('i', 'I')
+  UNION ALL
+  SELECT 'sequence ' || r.relname || ' ' || format_type(q.seqtypid, NULL) || ' start ' || q.seqstart
+         || ' increment ' || q.seqincrement || ' min ' || q.seqmin || ' max ' || q.seqmax
+         || ' cache ' || q.seqcache || CASE WHEN q.seqcycle THEN ' cycle' ELSE '' END
+  FROM rel r JOIN pg_sequence q ON q.seqrelid = r.oid
+  UNION ALL
+  SELECT 'policy ' || r.relname || '.' || p.polname || ' ' || p.polcmd::text
+         || CASE WHEN p.polpermissive THEN ' permissive' ELSE ' restrictive' END
+         || coalesce(' using ' || pg_get_expr(p.polqual, p.polrelid), '')
+         || coalesce(' check ' || pg_get_expr(p.polwithcheck, p.polrelid), '')
+  FROM pg_policy p JOIN rel r ON r.oid = p.polrelid
   UNION ALL
   SELECT 'column ' || r.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
          || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+         || CASE a.attidentity WHEN 'a' THEN ' identity always' WHEN 'd' THEN ' identity by default' ELSE '' END
+         || CASE WHEN a.attgenerated = 's' THEN ' generated' ELSE '' END
+         || coalesce(' collate ' || (SELECT co.collname::text FROM pg_collation co
+                                     WHERE co.oid = a.attcollation AND a.attcollation <> 100), '')
          || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
   FROM rel r JOIN pg_attribute a ON a.attrelid = r.oid
   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -98,15 +132,23 @@ SELECT replace(replace(line, {prefix}, '$S.'), {bare}, '$S.') AS line FROM (
   SELECT 'constraint ' || r.relname || '.' || co.conname || ' ' || pg_get_constraintdef(co.oid)
   FROM pg_constraint co JOIN rel r ON r.oid = co.conrelid
   UNION ALL
-  SELECT 'index ' || r.relname || ' ' || pg_get_indexdef(r.oid) FROM rel r WHERE r.relkind = 'i'
+  SELECT 'index ' || r.relname || ' ' || pg_get_indexdef(r.oid)
+         || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
+  FROM rel r JOIN pg_index i ON i.indexrelid = r.oid WHERE r.relkind IN ('i', 'I')
   UNION ALL
   SELECT 'view ' || r.relname || ' ' || pg_get_viewdef(r.oid) FROM rel r WHERE r.relkind IN ('v', 'm')
   UNION ALL
-  SELECT 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') returns '
-         || pg_get_function_result(p.oid) || ' body ' || md5(coalesce(p.prosrc, ''))
+  SELECT CASE p.prokind WHEN 'p' THEN 'procedure ' WHEN 'a' THEN 'aggregate ' WHEN 'w' THEN 'window ' ELSE 'function ' END
+         || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+         || coalesce(' returns ' || pg_get_function_result(p.oid), '')
+         || ' language ' || (SELECT l.lanname::text FROM pg_language l WHERE l.oid = p.prolang)
+         || ' ' || p.provolatile::text || CASE WHEN p.prosecdef THEN ' security definer' ELSE '' END
+         || coalesce(' set ' || array_to_string(p.proconfig, ','), '')
+         || ' body ' || md5(coalesce(p.prosrc, ''))
   FROM pg_proc p, ns WHERE p.pronamespace = ns.oid
   UNION ALL
   SELECT 'trigger ' || r.relname || '.' || t.tgname || ' ' || pg_get_triggerdef(t.oid)
+         || CASE WHEN t.tgenabled = 'D' THEN ' DISABLED' ELSE '' END
   FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
   UNION ALL
   SELECT 'type ' || t.typname || ' kind ' || t.typtype::text

@@ -98,7 +98,14 @@ struct Scope {
     schema: Option<String>,
     #[diesel(sql_type = Nullable<Array<Text>>)]
     versions: Option<Vec<String>>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    clean: bool,
 }
+
+/// Whether the session is as the pool should hand it out: no transaction open from an earlier
+/// message, no role switched, no temporary table.
+const INHERITED_CLEAN: &str = "(transaction_timestamp() = statement_timestamp() AND current_user = session_user \
+    AND (pg_my_temp_schema() = 0 OR NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = pg_my_temp_schema())))";
 
 impl TenantPool {
     /// Tenant-scoped connections from `pool` (`search_path = <tenant>, public`).
@@ -127,15 +134,19 @@ impl TenantPool {
     /// Like [`TenantPool::require_current`], for a set read from a directory.
     pub fn require_set(mut self, set: &MigrationSet) -> TenantPool {
         self.required = Some(Arc::new(set.migrations().iter().map(|m| m.version.clone()).collect()));
+        // What was current for another set proves nothing for this one.
+        self.current = Arc::default();
         self
     }
 
-    /// Checks `tenant` again at its next `get` (after migrating it, say).
+    /// Checks `tenant` again at its next `get`: after reverting it (`down`) or dropping and
+    /// creating it again (a tenant that was behind is never remembered, so nothing is needed
+    /// after migrating one).
     pub fn forget(&self, tenant: &str) {
         self.current.write().unwrap_or_else(|e| e.into_inner()).remove(tenant);
     }
 
-    /// Checks every tenant again at its next `get` (after a deploy).
+    /// Checks every tenant again at its next `get` (after a fleet-wide `down`).
     pub fn forget_all(&self) {
         self.current.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
@@ -150,6 +161,11 @@ impl TenantPool {
             .iter()
             .map(|s| SchemaName::shared(s))
             .collect::<Result<Vec<_>, _>>()?;
+        if suffix.contains(&schema) {
+            // The shared schema (or an extensions schema) is on every tenant's path: it is
+            // not a tenant to serve.
+            return Err(NameError::Shared(tenant.to_string()).into());
+        }
         let path: Vec<String> = std::iter::once(&schema)
             .chain(&suffix)
             .map(SchemaName::quoted)
@@ -167,8 +183,11 @@ impl TenantPool {
         };
         // The subquery sets search_path before current_schema() is read (OFFSET 0 keeps it
         // from being flattened into the outer query).
+        // `clean`: what a plain user of the same pool may have left (a transaction, a role, a
+        // temporary table that would shadow the tenant's tables) is checked in the same round
+        // trip, and reset only when found.
         let sql = format!(
-            "SELECT current_schema()::text AS schema, {versions} AS versions \
+            "SELECT current_schema()::text AS schema, {versions} AS versions, {INHERITED_CLEAN} AS clean \
              FROM (SELECT set_config('search_path', {}, false) OFFSET 0) AS scoped",
             quote_literal(&path.join(", "))
         );
@@ -177,7 +196,17 @@ impl TenantPool {
             conn: Some(conn),
             tenant: schema.clone(),
         };
-        let scope = match diesel::sql_query(sql).get_result::<Scope>(&mut *guard) {
+        let mut scope = diesel::sql_query(&sql).get_result::<Scope>(&mut *guard);
+        if scope.as_ref().is_ok_and(|s| !s.clean) {
+            if guard.batch_execute(TENANT_RESET).is_err() {
+                // Left inside a transaction, or dead: closed, and another connection taken.
+                mark_broken(&mut guard);
+                drop(guard);
+                return self.get(tenant);
+            }
+            scope = diesel::sql_query(&sql).get_result::<Scope>(&mut *guard);
+        }
+        let scope = match scope {
             Ok(scope) => scope,
             // A missing history table (or schema) fails the statement: nothing was set.
             Err(e) if check.is_some() => return Err(self.explain(&mut guard, e)),
@@ -244,7 +273,7 @@ impl TenantPool {
 const TENANT_RESET: &str = "SELECT 1 / (transaction_timestamp() = statement_timestamp() \
     AND NOT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE from_sql))::int; \
     RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; \
-    DISCARD TEMP; UNLISTEN *; CLOSE ALL;";
+    DISCARD TEMP; DISCARD SEQUENCES; UNLISTEN *; CLOSE ALL; SELECT pg_advisory_unlock_all();";
 
 /// A pooled connection scoped to one tenant; derefs to diesel's `PgConnection`. Dropping it
 /// resets the session (or closes the connection if that fails) before the pool gets it back.

@@ -10,10 +10,12 @@ does not hide the next). On a second one the whole set is applied, and everythin
 schema (schemas, extensions and their placement, roles, the structure of `public`) is compared
 with how it was before: the isolation proof.
 
-Limits, stated in the report: a migration that runs outside a transaction is verified inside
-this one with `CONCURRENTLY` removed (the same index, built the blocking way); one that cannot
-run in a transaction otherwise (`VACUUM`, ...) is skipped, and so is the use of an enum value
-added earlier in the same transaction, which PostgreSQL refuses.
+Limits: a migration that runs outside a transaction is verified inside this one with
+`CONCURRENTLY` removed (the same index, built the blocking way; said in the notes); one that
+cannot run in a transaction otherwise (`VACUUM`, ...) is skipped (noted). A set that uses an
+enum value added by an earlier migration fails here with PostgreSQL's own error (it refuses
+that within one transaction), reported as `up-failed`. Against a live database, the
+transactions hold their locks until they roll back: `--ephemeral` is the better place.
 */
 
 use crate::config::RunConfig;
@@ -22,6 +24,7 @@ use crate::error::Error;
 use crate::harness::{HarnessError, TenantHarness};
 use crate::snapshot;
 use crate::tenant::SchemaName;
+use diesel::connection::SimpleConnection;
 use migrate_tenants_set::{DownSql, Migration, MigrationSet};
 use serde::Serialize;
 
@@ -69,16 +72,32 @@ pub(crate) fn verify(config: &RunConfig) -> Result<VerifyReport, Error> {
         migrations: set.migrations().len(),
         ..VerifyReport::default()
     };
+    let run = fastrand::u32(..);
     let scratch = |suffix: &str| {
-        SchemaName::tenant(&format!("migrate_tenants_verify_{}_{suffix}", std::process::id()))
-            .map_err(|e| Error::Config(e.to_string()))
+        SchemaName::tenant(&format!(
+            "migrate_tenants_verify_{}_{run:x}_{suffix}",
+            std::process::id()
+        ))
+        .map_err(|e| Error::Config(e.to_string()))
     };
     let (first, second) = (scratch("a")?, scratch("b")?);
     let runnable = runnable_copies(set, &mut report.notes);
-    each_reverts(&mut db, &first, config, &runnable, &mut report)
-        .map_err(|e| database("on the first scratch schema", e))?;
-    stays_inside(&mut db, &second, config, &runnable, &mut report)
-        .map_err(|e| database("on the second scratch schema", e))?;
+    let first_result = each_reverts(&mut db, &first, config, &runnable, &mut report);
+    let second_result = first_result
+        .is_ok()
+        .then(|| stays_inside(&mut db, &second, config, &runnable, &mut report));
+    // Rolled back in every path; but a migration that ended verify's transaction itself
+    // (only possible with a set that skipped validation) would have committed the scratch
+    // schema: it is dropped whatever happened.
+    for schema in [&first, &second] {
+        let _ = db
+            .control
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()));
+    }
+    first_result.map_err(|e| database("on the first scratch schema", e))?;
+    if let Some(result) = second_result {
+        result.map_err(|e| database("on the second scratch schema", e))?;
+    }
     Ok(report)
 }
 
@@ -220,7 +239,7 @@ fn stays_inside(
     report: &mut VerifyReport,
 ) -> Result<(), HarnessError> {
     let outside = |conn: &mut diesel::PgConnection| {
-        snapshot::outside(conn, &[schema])
+        snapshot::outside(conn, &[schema], &config.shared.schema)
             .map_err(|e| HarnessError::Database(format!("reading the database's catalog: {e}")))
     };
     let mut h = TenantHarness::lock(&mut db.control, schema, &config.settings, None)?;

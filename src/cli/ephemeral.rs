@@ -43,8 +43,10 @@ impl Ephemeral {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
+        // No TCP at all: a Unix socket in a directory only the server's user (and root) may
+        // enter, so no other local user reaches this trust-authenticated superuser.
         let options = format!(
-            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            "-c port={port} -c listen_addresses='' -c unix_socket_directories={} -c fsync=off",
             dir.path().display()
         );
         run(
@@ -56,8 +58,12 @@ impl Ephemeral {
                 .arg("start"),
             "pg_ctl start",
         )?;
+        *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = Some((bin.clone(), data.clone(), root));
         Ok(Ephemeral {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            url: format!(
+                "host={} port={port} user=postgres dbname=postgres",
+                dir.path().display()
+            ),
             dir,
             bin,
             root,
@@ -65,8 +71,27 @@ impl Ephemeral {
     }
 }
 
+/// The running cluster, so that a second Ctrl-C (which exits at once) still stops it.
+static RUNNING: std::sync::Mutex<Option<(PathBuf, PathBuf, bool)>> = std::sync::Mutex::new(None);
+
+/// Stops the throwaway cluster if one is running (the hard-exit path of the signal handler).
+pub(crate) fn stop_running() {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((bin, data, root)) = running {
+        let _ = run(
+            as_server(&bin.join("pg_ctl"), root)
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        );
+        let _ = std::fs::remove_dir_all(data.parent().unwrap_or(&data));
+    }
+}
+
 impl Drop for Ephemeral {
     fn drop(&mut self) {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).take();
         let _ = run(
             as_server(&self.bin.join("pg_ctl"), self.root)
                 .arg("-D")
@@ -139,6 +164,9 @@ mod tempfile_dir {
             for attempt in 0..100u32 {
                 let path = base.join(format!("migrate-tenants-verify-{}-{attempt}", std::process::id()));
                 if std::fs::create_dir(&path).is_ok() {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+                        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
                     if root {
                         let status = std::process::Command::new("chown")
                             .arg("postgres")

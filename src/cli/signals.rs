@@ -50,6 +50,7 @@ pub(super) fn install(token: CancelToken) -> Received {
                      send the signal again to exit at once"
                 );
             } else {
+                super::ephemeral::stop_running();
                 std::process::exit(128 + signal);
             }
         }

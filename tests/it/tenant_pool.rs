@@ -222,3 +222,40 @@ fn hostile_tenant_names_are_refused_before_any_sql() {
     }
     assert_eq!(snapshot(&db), before);
 }
+
+#[test]
+fn state_left_by_a_plain_user_of_the_pool_never_reaches_a_tenant_request() {
+    let db = TestDb::new();
+    with_notes(&db, &["acme"]);
+    let pool = pool(&db, 1);
+    {
+        // Plain code on the same pool: a temporary table named like the tenant's, and a
+        // transaction it forgot to close.
+        let mut plain = pool.get().unwrap();
+        plain
+            .batch_execute("CREATE TEMP TABLE notes (id int, body text); INSERT INTO notes VALUES (1, 'temp')")
+            .unwrap();
+    }
+    let tenants = TenantPool::new(pool.clone());
+    {
+        let mut conn = tenants.get("acme").unwrap();
+        diesel::insert_into(notes::table)
+            .values(notes::body.eq("real"))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    assert_eq!(
+        db.query("SELECT string_agg(body, ',') FROM acme.notes"),
+        "real",
+        "not into the temporary table"
+    );
+    {
+        let mut plain = pool.get().unwrap();
+        plain.batch_execute("BEGIN; SET LOCAL statement_timeout = 1").unwrap();
+    }
+    let mut conn = tenants.get("acme").unwrap();
+    let n: i64 = notes::table.count().get_result(&mut *conn).unwrap();
+    assert_eq!(n, 1);
+    // The shared schema is never served as a tenant.
+    assert!(matches!(tenants.get("public"), Err(TenantPoolError::InvalidName(_))));
+}
