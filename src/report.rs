@@ -27,6 +27,10 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
     /// SIGTERM.
     pub const TERMINATED: i32 = 143;
+    /// `status --check`: a tenant lacks migrations of this set.
+    pub const BEHIND: i32 = 4;
+    /// `status --check`: a tenant has versions this set does not know.
+    pub const AHEAD: i32 = 5;
 }
 
 /// What happened to one tenant.

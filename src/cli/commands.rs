@@ -17,7 +17,12 @@ use std::io::Write;
 /// the database URL's scrubber, so a password that reached a message is still hidden.
 pub fn init_logging(global: &Global) {
     let url: Option<DatabaseUrl> = global.database_url().ok();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"))
+    let level = match global.verbose {
+        0 => "off",
+        1 => "migrate_tenants=info",
+        _ => "migrate_tenants=debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format(move |buf, record| {
             let message = match &url {
                 Some(url) => url.scrub(&record.args().to_string()),
@@ -142,7 +147,34 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
     }
     .map_err(|e| names_hint(run_error(e), global))?;
     printer.finish(&report);
-    Ok(report.exit_code())
+    match command {
+        CliCommand::Status { check: true } => Ok(gate(&report)),
+        _ => Ok(report.exit_code()),
+    }
+}
+
+/// `status --check`: 0 only when the whole fleet is current.
+fn gate(report: &crate::FleetReport) -> i32 {
+    let tenants = report.tenants.iter().chain(report.shared.as_ref());
+    let mut code = exit::SUCCESS;
+    for t in tenants {
+        let this = if t.failed() || !t.exists {
+            exit::TENANT_FAILED
+        } else if !t.unknown.is_empty() {
+            exit::AHEAD
+        } else if t.pending_count > 0 {
+            exit::BEHIND
+        } else {
+            exit::SUCCESS
+        };
+        code = match (code, this) {
+            (exit::TENANT_FAILED, _) | (_, exit::TENANT_FAILED) => exit::TENANT_FAILED,
+            (exit::AHEAD, _) | (_, exit::AHEAD) => exit::AHEAD,
+            (exit::BEHIND, _) | (_, exit::BEHIND) => exit::BEHIND,
+            _ => exit::SUCCESS,
+        };
+    }
+    code
 }
 
 /// Where invalid names come from, for a fleet command's refusal.

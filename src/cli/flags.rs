@@ -111,6 +111,10 @@ pub struct Global {
     #[arg(long, short, global = true)]
     pub quiet: bool,
 
+    /// More log lines on stderr: -v info, -vv debug (RUST_LOG wins when set).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
     // Last, so that the flags above keep the "Global options" heading in --help.
     #[command(flatten)]
     pub tenants: TenantArgs,
@@ -220,7 +224,13 @@ pub enum CliCommand {
         steps: usize,
     },
     /// Show each tenant's version, applied and pending counts, and unknown versions.
-    Status,
+    Status {
+        /// A deploy gate: exit 0 only when every tenant (and the shared schema) has every
+        /// migration and no unknown version; else 1 (a tenant failed or is missing), 5 (a
+        /// tenant has versions this set does not know) or 4 (a tenant is behind).
+        #[arg(long)]
+        check: bool,
+    },
     /// List the migrations this binary runs (no database needed).
     List,
     /// Tenants whose structure differs from most tenants at the same version (read-only).
@@ -435,7 +445,7 @@ impl CliCommand {
                 (None, false) => DownTarget::Steps(*steps),
             }),
             CliCommand::Redo { steps } => Task::Redo { steps: *steps },
-            CliCommand::Status => Task::Status,
+            CliCommand::Status { .. } => Task::Status,
             _ => return None,
         })
     }

@@ -501,3 +501,23 @@ fn shards_split_the_tenants_into_stable_disjoint_parts() {
     assert_eq!(seen, all, "the parts cover every tenant");
     assert_code(&mt(&db, &["--tenants", "sh1", "--shard", "4/3", "status"]), 2);
 }
+
+#[test]
+fn status_check_is_a_deploy_gate_with_distinct_exit_codes() {
+    let db = TestDb::new();
+    create_schemas(&db, &["gate_a", "gate_b"]);
+    assert_code(&mt(&db, &["--tenants", "gate_a,gate_b", "up"]), 0);
+    assert_code(&mt(&db, &["--tenants", "gate_a,gate_b", "status", "--check"]), 0);
+    assert_code(&mt(&db, &["--tenants", "gate_b", "down"]), 0);
+    assert_code(&mt(&db, &["--tenants", "gate_a,gate_b", "status", "--check"]), 4);
+    assert_code(&mt(&db, &["--tenants", "gate_a,gate_b", "status"]), 0);
+    db.exec("INSERT INTO gate_a.__diesel_schema_migrations (version) VALUES ('20991231000000')");
+    assert_code(&mt(&db, &["--tenants", "gate_a,gate_b", "status", "--check"]), 5);
+    assert_code(
+        &mt(&db, &["--tenants", "gate_a,gate_b,gate_missing", "status", "--check"]),
+        1,
+    );
+    // -v: the runner's log lines on stderr.
+    let verbose = mt(&db, &["--tenants", "gate_a", "-v", "status"]);
+    assert_contains(&verbose.stderr, &["catalog pass"]);
+}
