@@ -17,7 +17,10 @@ Exit codes:
   1  at least one tenant (or the shared schema) failed; the others were still processed
      (unless --fail-fast)
   2  usage, configuration or migration-set error: nothing was changed
-  3  the database could not be reached
+  3  the database could not be reached, or was lost during the run
+  4  status --check: a tenant is behind
+  5  status --check: a tenant has versions this set does not know
+  130, 143  interrupted by SIGINT, SIGTERM (tenants in flight rolled back, the rest not started)
 
 Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
 SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY, RUST_LOG (logging;
