@@ -448,7 +448,7 @@ impl Database {
         connector: &Connector,
         workers: usize,
         connect_timeout: Duration,
-    ) -> Result<Database, crate::Error> {
+    ) -> Result<Database, Unreachable> {
         let workers = workers.max(1);
         let (mut control, pool, workers, url) = match connector {
             Connector::Url(url) => {

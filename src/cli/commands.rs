@@ -153,8 +153,11 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
     }
 }
 
-/// `status --check`: 0 only when the whole fleet is current.
+/// `status --check`: 0 only when the whole fleet is current (an interrupted check says so).
 fn gate(report: &crate::FleetReport) -> i32 {
+    if report.stopped == Some(crate::StopReason::Interrupted) {
+        return exit::INTERRUPTED;
+    }
     let tenants = report.tenants.iter().chain(report.shared.as_ref());
     let mut code = exit::SUCCESS;
     for t in tenants {

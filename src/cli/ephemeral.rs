@@ -1,8 +1,9 @@
 /*!
 `verify --ephemeral`: a throwaway PostgreSQL cluster of its own, started from the server
-binaries installed on this machine (on PATH, else the newest `/usr/lib/postgresql/<version>/bin`), on a
-free loopback port in a new temporary directory, and stopped and deleted when dropped. As root,
-the server runs as the `postgres` OS user (initdb refuses root).
+binaries installed on this machine (on PATH, else the newest `/usr/lib/postgresql/<version>/bin`),
+reachable only through a Unix socket in a new private (0700) temporary directory, and stopped
+and deleted when dropped (or by the signal handler's hard exit). As root, the server runs as
+the `postgres` OS user (initdb refuses root).
 */
 
 use std::path::{Path, PathBuf};

@@ -23,7 +23,8 @@ Exit codes:
   130, 143  interrupted by SIGINT, SIGTERM (tenants in flight rolled back, the rest not started)
 
 Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
-SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY, RUST_LOG (logging;
+SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY,
+MIGRATE_TENANTS_LINT_ALLOW, RUST_LOG (logging;
 quiet by default). A .env file in the current directory, or else the nearest parent directory
 that has one, is loaded first; variables already set win over it.";
 
