@@ -67,6 +67,17 @@ fn advisory_locks(url: &str) -> String {
     )
 }
 
+/// Another session holding `tenant`'s advisory lock (released on drop), once it holds it.
+fn hold_lock(db: &TestDb, tenant: &str) -> Background {
+    let key = migrate_tenants::SchemaName::tenant(tenant).unwrap().lock_key();
+    let holder = Background::start(&db.url, &format!("SELECT pg_advisory_lock({key}), pg_sleep(60)"));
+    holder.wait_for(&format!(
+        "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND objid = ({key}::bigint & 4294967295)::oid"
+    ));
+    holder
+}
+
 fn slow_set(seconds: u32) -> MigDir {
     let dir = MigDir::new();
     dir.add("0001_a", "CREATE TABLE a (id int);", Some("DROP TABLE a;"));
@@ -220,12 +231,7 @@ fn a_lost_server_stops_the_run_within_seconds_with_exit_3_and_a_rerun_converges(
 fn a_held_tenant_lock_is_waited_for_a_bounded_time_and_its_holder_is_named() {
     let db = TestDb::new();
     create_schemas(&db, &["held"]);
-    let key = migrate_tenants::SchemaName::tenant("held").unwrap().lock_key();
-    let holder = Background::start(&db.url, &format!("SELECT pg_advisory_lock({key}), pg_sleep(60)"));
-    holder.wait_for(&format!(
-        "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND objid = ({key}::bigint & 4294967295)::oid"
-    ));
+    let holder = hold_lock(&db, "held");
     let started = Instant::now();
     let out = mt(&db, &["--tenants", "held", "--lock-wait-timeout", "1", "up"]);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -248,11 +254,7 @@ fn a_held_tenant_lock_is_waited_for_a_bounded_time_and_its_holder_is_named() {
 fn connections_are_named_in_pg_stat_activity() {
     let db = TestDb::new();
     create_schemas(&db, &["named"]);
-    let key = migrate_tenants::SchemaName::tenant("named").unwrap().lock_key();
-    let holder = Background::start(&db.url, &format!("SELECT pg_advisory_lock({key}), pg_sleep(60)"));
-    holder.wait_for(&format!(
-        "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ({key}::bigint & 4294967295)::oid"
-    ));
+    let holder = hold_lock(&db, "named");
     let mut child = cmd(&db, &["--tenants", "named", "--lock-wait-timeout", "30", "up"])
         .stdout(Stdio::piped())
         .spawn()
@@ -634,11 +636,7 @@ fn a_tenant_that_fails_before_its_history_is_read_again_keeps_its_real_state() {
     let db = TestDb::new();
     create_schemas(&db, &["st"]);
     assert_code(&mt(&db, &["--tenants", "st", "up", "--to", BASIC[1]]), 0);
-    let key = migrate_tenants::SchemaName::tenant("st").unwrap().lock_key();
-    let holder = Background::start(&db.url, &format!("SELECT pg_advisory_lock({key}), pg_sleep(60)"));
-    holder.wait_for(&format!(
-        "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = ({key}::bigint & 4294967295)::oid"
-    ));
+    let _holder = hold_lock(&db, "st");
     let out = mt(
         &db,
         &["--tenants", "st", "--lock-wait-timeout", "1", "--format", "json", "up"],
