@@ -304,12 +304,15 @@ fn verify(global: &Global, migrations: Migrations, ephemeral: bool) -> Outcome {
         true => Some(super::ephemeral::Ephemeral::start().map_err(|e| (exit::UNREACHABLE, e))?),
         false => None,
     };
-    let mut runner = global.configure(runner(global, migrations)?, Some(TenantSource::List(Vec::new())));
-    if let Some(cluster) = &cluster {
+    let scratch_only = Some(TenantSource::List(Vec::new()));
+    let runner = match &cluster {
         // No database URL is needed: the throwaway cluster is the database.
-        runner = Ok(runner_without_url(global, migrations)?.database_url(&cluster.url));
+        Some(cluster) => global
+            .settings(runner(global, migrations)?, scratch_only)
+            .map(|r| r.database_url(&cluster.url)),
+        None => global.configure(runner(global, migrations)?, scratch_only),
     }
-    let runner = runner.map_err(usage)?;
+    .map_err(usage)?;
     let report = runner.verify().map_err(run_error)?;
     if global.format == Format::Json {
         outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -336,24 +339,6 @@ fn verify(global: &Global, migrations: Migrations, ephemeral: bool) -> Outcome {
     } else {
         exit::TENANT_FAILED
     })
-}
-
-/// The runner for `verify --ephemeral` (its settings, without a database URL).
-fn runner_without_url(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
-    let mut runner = runner(global, migrations)?
-        .tenants(TenantSource::List(Vec::new()))
-        .search_path_suffix(
-            global
-                .search_path_suffix
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty()),
-        )
-        .shared_schema(&global.shared_schema);
-    if let Some(ms) = global.lock_timeout {
-        runner = runner.lock_timeout(std::time::Duration::from_millis(ms));
-    }
-    Ok(runner)
 }
 
 fn lint(global: &Global, migrations: Migrations, deny_warnings: bool, allow: &[String]) -> Outcome {

@@ -329,6 +329,13 @@ impl Global {
     /// The runner with every global setting applied; `tenants` replaces the tenant flags
     /// (for commands that name their tenants).
     pub fn configure(&self, runner: Runner, tenants: Option<TenantSource>) -> Result<Runner, UsageError> {
+        let url = self.database_url()?;
+        Ok(self.settings(runner, tenants)?.database_url(url.expose()))
+    }
+
+    /// Every global setting but the database (for `verify --ephemeral`, whose database is a
+    /// cluster of its own).
+    pub fn settings(&self, runner: Runner, tenants: Option<TenantSource>) -> Result<Runner, UsageError> {
         if self.concurrency == 0 {
             return Err(UsageError(
                 "--concurrency (MIGRATE_TENANTS_CONCURRENCY) must be at least 1".into(),
@@ -338,10 +345,8 @@ impl Global {
             Some(source) => source,
             None => self.tenants.source()?,
         };
-        let url = self.database_url()?;
         let mut runner = runner
             .connect_timeout(Duration::from_secs(self.connect_timeout.max(1)))
-            .database_url(url.expose())
             .tenants(source)
             .only(self.tenants.only.clone())
             .exclude(self.tenants.exclude.clone())

@@ -285,6 +285,31 @@ fn users_set() -> MigDir {
     dir
 }
 
+/// `up` of tenant `rt` (lock timeout 200 ms, `retries` retries) while another session holds
+/// an exclusive lock on `rt.users` for `seconds`; the blocker lives as long as the caller keeps it.
+fn up_behind_a_table_lock(db: &TestDb, dir: &MigDir, seconds: &str, retries: &str) -> (Background, support::Out) {
+    let blocker = Background::start(
+        &db.url,
+        &format!("BEGIN; LOCK TABLE rt.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"),
+    );
+    blocker.wait_for(
+        "SELECT count(*) >= 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'users' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+    );
+    let args = [
+        "--tenants",
+        "rt",
+        "--lock-timeout",
+        "200",
+        "--retries",
+        retries,
+        "--format",
+        "json",
+        "up",
+    ];
+    (blocker, mt_dir(db, dir, &args))
+}
+
 fn retries_of(json: &str, tenant: &str) -> u64 {
     let doc: serde_json::Value = serde_json::from_str(json).expect("json report");
     doc["tenants"]
@@ -302,30 +327,8 @@ fn a_lock_timeout_is_retried_until_the_blocker_goes_away_and_fails_after_n_attem
     create_schemas(&db, &["rt"]);
     let dir = users_set();
     assert_code(&mt_dir(&db, &dir, &["--tenants", "rt", "up", "--to", "0001"]), 0);
-    let locked = "SELECT count(*) >= 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                  WHERE c.relname = 'users' AND l.mode = 'AccessExclusiveLock' AND l.granted";
-
     // A blocker for about 1.5 s: the retries outlast it.
-    let blocker = Background::start(
-        &db.url,
-        "BEGIN; LOCK TABLE rt.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(1.5); COMMIT;",
-    );
-    blocker.wait_for(locked);
-    let out = mt_dir(
-        &db,
-        &dir,
-        &[
-            "--tenants",
-            "rt",
-            "--lock-timeout",
-            "200",
-            "--retries",
-            "5",
-            "--format",
-            "json",
-            "up",
-        ],
-    );
+    let (blocker, out) = up_behind_a_table_lock(&db, &dir, "1.5", "5");
     assert_code(&out, 0);
     assert!(retries_of(&out.stdout, "rt") >= 1, "{}", out.stdout);
     assert_eq!(history(&db, "rt"), ["0001", "0002"]);
@@ -333,26 +336,7 @@ fn a_lock_timeout_is_retried_until_the_blocker_goes_away_and_fails_after_n_attem
 
     // A blocker that stays: one retry, then the tenant fails, rolled back.
     assert_code(&mt_dir(&db, &dir, &["--tenants", "rt", "down"]), 0);
-    let blocker = Background::start(
-        &db.url,
-        "BEGIN; LOCK TABLE rt.users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;",
-    );
-    blocker.wait_for(locked);
-    let out = mt_dir(
-        &db,
-        &dir,
-        &[
-            "--tenants",
-            "rt",
-            "--lock-timeout",
-            "200",
-            "--retries",
-            "1",
-            "--format",
-            "json",
-            "up",
-        ],
-    );
+    let (_blocker, out) = up_behind_a_table_lock(&db, &dir, "60", "1");
     assert_code(&out, 1);
     assert_eq!(retries_of(&out.stdout, "rt"), 1, "{}", out.stdout);
     assert_contains(&out.stdout, &["lock timeout", "rolled back"]);
