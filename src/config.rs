@@ -73,6 +73,9 @@ pub(crate) enum Command {
     Redo { steps: usize },
     /// Read every tenant's state; change nothing.
     Status,
+    /// Revert exactly what journaled run `run` applied and kept (`force`: even under later
+    /// migrations).
+    Rollback { run: i64, force: bool },
 }
 
 impl Command {
@@ -83,6 +86,7 @@ impl Command {
             Command::Down(_) => "down",
             Command::Redo { .. } => "redo",
             Command::Status => "status",
+            Command::Rollback { .. } => "down",
         }
     }
 }
@@ -101,6 +105,8 @@ pub(crate) struct Settings {
     /// Versions whose SQL touches database-wide objects (extensions, roles, ...): they run
     /// one tenant at a time, under a database-wide lock.
     pub(crate) database_wide: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// The run's journal, once it has begun (steps are recorded with their history rows).
+    pub(crate) journal: Option<crate::journal::JournalRun>,
 }
 
 /// Statements that create or change objects shared by the whole database, which concurrent
@@ -190,6 +196,14 @@ pub(crate) struct RunConfig {
     /// Stops the run when cancelled.
     pub(crate) cancel: Option<crate::control::CancelToken>,
     pub(crate) shared: SharedConfig,
+    /// Where changing runs write their journal (`None`: no journal).
+    pub(crate) journal: Option<crate::journal::JournalConfig>,
+    /// Where the journal is read (`runs`, resume, rollback, checksums), written or not.
+    pub(crate) journal_schema: SchemaName,
+    /// `up` runs again the tenants a journaled run did not finish (`true`: failed ones only).
+    pub(crate) resume: Option<(crate::rollback::Resume, bool)>,
+    /// `down --steps` may run over tenants at different versions.
+    pub(crate) allow_mixed_versions: bool,
 }
 
 /// Default worker count. Measured with `bench/run.sh` on 2 cores (fresh apply of 1,000

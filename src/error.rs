@@ -35,6 +35,17 @@ pub enum Error {
         /// Each blocking migration and the tenants that would need it.
         blocked: Vec<Blocked>,
     },
+    /// The run journal could not be created or written before the run started.
+    #[error("{0}")]
+    Journal(String),
+    /// The command was refused before anything changed.
+    #[error("{message}")]
+    Refused {
+        /// Why, in general.
+        refusal: Refusal,
+        /// Why, with the tenants and versions concerned.
+        message: String,
+    },
     /// The configuration cannot work (a pool too small, a tenant name used twice, ...).
     #[error("{0}")]
     Config(String),
@@ -50,6 +61,21 @@ pub enum Error {
         /// PostgreSQL's message.
         message: String,
     },
+}
+
+/// Why a command was refused before anything changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// `down` by a number of steps over tenants at different versions would revert
+    /// different migrations on each.
+    MixedVersions,
+    /// Rolling back a run whose migrations later runs built on.
+    BuiltUpon,
+    /// The journal has no such run, or it is not of the right kind.
+    NoSuchRun,
+    /// Marking a migration would contradict the tenant's schema.
+    Contradiction,
 }
 
 /// A migration without `down.sql` that a `down` or `redo` would have to revert.

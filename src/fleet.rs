@@ -8,14 +8,16 @@ Reports flow from the workers over a channel to the calling thread, which passes
 [`FleetReport`]. Nothing here prints or exits.
 */
 
-use crate::config::{Command, RunConfig};
+use crate::config::{Command, RunConfig, Settings};
 use crate::control::{RunControl, StopReason};
 use crate::database::{Connector, Database, Workers};
 use crate::error::Error;
+use crate::journal::{Journal, JournalRun};
 use crate::observer::Observer;
 use crate::report::{FailureKind, FleetReport, Outcome, RunInfo, RunKind, TenantReport};
 use crate::shared::Shared;
 use crate::source::SetInfo;
+use crate::tenant::SchemaName;
 use diesel::connection::SimpleConnection;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +36,8 @@ pub(crate) struct Fleet<'c> {
     pub(crate) control: RunControl,
     report: FleetReport,
     clock: Instant,
+    /// The run's journal (changing runs, unless turned off).
+    journal: Option<Journal>,
 }
 
 impl<'c> Fleet<'c> {
@@ -78,12 +82,20 @@ impl<'c> Fleet<'c> {
         for warning in &report.warnings {
             observer.warning(warning);
         }
+        let journal = match &config.journal {
+            Some(journal) if !kind.reads_only() => Some(Journal::begin(&mut db.control, journal, &report.run)?),
+            _ => None,
+        };
+        report.run_id = journal.as_ref().map(|j| j.run().id());
+        let mut shared = shared;
+        shared.journal = journal.as_ref().map(|j| j.run().clone());
         Ok(Fleet {
             db,
             shared,
             control,
             report,
             clock,
+            journal,
         })
     }
 
@@ -100,6 +112,30 @@ impl<'c> Fleet<'c> {
             .shared
             .as_ref()
             .is_some_and(|s| !s.applied.is_empty() || !s.reverted.is_empty())
+    }
+
+    /// Records the tenants the run selected in its journal (all `pending` until done).
+    pub(crate) fn journal_tenants(&mut self, tenants: &[SchemaName]) -> Result<(), Error> {
+        match &mut self.journal {
+            Some(journal) => {
+                let names: Vec<String> = tenants.iter().map(ToString::to_string).collect();
+                journal.tenants(&mut self.db.control, &names)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The settings the workers use: the run's, with its journal.
+    pub(crate) fn settings(&self, base: &Settings) -> Settings {
+        Settings {
+            journal: self.journal.as_ref().map(|j| j.run().clone()),
+            ..base.clone()
+        }
+    }
+
+    /// The run's journal, if it keeps one.
+    pub(crate) fn journal_run(&self) -> Option<&JournalRun> {
+        self.journal.as_ref().map(Journal::run)
     }
 
     /// Records names refused as tenant names.
@@ -129,6 +165,7 @@ impl<'c> Fleet<'c> {
         let count = self.db.workers.count.clamp(1, work.len().max(1));
         let mut reports = Vec::with_capacity(work.len());
         let (control, workers, db_control) = (&self.control, &self.db.workers, &mut self.db.control);
+        let journal = &mut self.journal;
         let worker = Worker { workers, control };
         std::thread::scope(|scope| {
             for _ in 0..count {
@@ -157,10 +194,16 @@ impl<'c> Fleet<'c> {
                 match rx.recv_timeout(TICK) {
                     Ok(report) => {
                         observer.tenant_done(&report);
+                        if let Some(journal) = journal.as_mut() {
+                            journal.record(&report);
+                        }
                         reports.push(report);
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if let Some(journal) = journal.as_mut() {
+                    journal.flush_due(db_control);
                 }
                 for (tenant, holder) in control.take_waiting() {
                     observer.waiting(&tenant, &holder);
@@ -181,7 +224,22 @@ impl<'c> Fleet<'c> {
             self.report.shared = Some(report);
         }
         self.report.stopped = self.control.stopped();
-        self.report.finish(tenants, self.clock)
+        let empty = FleetReport::new(self.report.run.clone());
+        let report = std::mem::replace(&mut self.report, empty).finish(tenants, self.clock);
+        if let Some(journal) = self.journal.take() {
+            journal.finish(&mut self.db.control, &report);
+        }
+        report
+    }
+}
+
+impl Drop for Fleet<'_> {
+    /// A run that ended with an error before its report (a refusal, a failed discovery)
+    /// closes its journal row as `error`, so it never looks like a run that died.
+    fn drop(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.abandon(&mut self.db.control);
+        }
     }
 }
 

@@ -26,6 +26,7 @@ instead of handing it to the next tenant.
 use crate::config::Settings;
 use crate::control::RunControl;
 use crate::database::{mark_broken, SESSION_RESET};
+use crate::journal::{JournalRun, StepKind};
 use crate::tenant::{database_wide_lock_key, quote_literal, SchemaName};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -108,6 +109,18 @@ pub(crate) enum Transient {
     LockTimeout,
 }
 
+impl Transient {
+    /// The SQLSTATE behind the reason, where it has one.
+    fn sqlstate(self) -> Option<&'static str> {
+        match self {
+            Transient::ConnectionLost => None,
+            Transient::Serialization => Some("40001"),
+            Transient::Deadlock => Some("40P01"),
+            Transient::LockTimeout => Some("55P03"),
+        }
+    }
+}
+
 impl HarnessError {
     /// Whether a new attempt at the tenant may succeed (its failed migration rolled back for
     /// a passing reason, or the connection broke between migrations).
@@ -186,6 +199,8 @@ pub(crate) struct TenantHarness<'a> {
     pid: i32,
     control: Option<&'a RunControl>,
     released: bool,
+    /// The run's journal: each step is recorded with its history row.
+    journal: Option<JournalRun>,
 }
 
 impl TenantHarness<'_> {
@@ -226,6 +241,7 @@ impl<'a> TenantHarness<'a> {
             pid: first.pid,
             control,
             released: true, // nothing to release until the lock is held
+            journal: settings.journal.clone(),
         };
         if !first.flag {
             if control.is_some_and(RunControl::interrupted) {
@@ -379,9 +395,10 @@ impl<'a> TenantHarness<'a> {
     pub(crate) fn apply(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
         log::debug!("{}: applying {}", self.schema, migration.dir_name);
         let record = format!(
-            "INSERT INTO {} (version) VALUES ({})",
+            "INSERT INTO {} (version) VALUES ({}){}",
             self.history(),
-            quote_literal(&migration.version)
+            quote_literal(&migration.version),
+            self.journaled(migration, StepKind::Up)
         );
         self.step(migration, Direction::Up, &migration.up, &record, in_transaction)
     }
@@ -391,9 +408,10 @@ impl<'a> TenantHarness<'a> {
     pub(crate) fn revert(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
         log::debug!("{}: reverting {}", self.schema, migration.dir_name);
         let forget = format!(
-            "DELETE FROM {} WHERE version = {}",
+            "DELETE FROM {} WHERE version = {}{}",
             self.history(),
-            quote_literal(&migration.version)
+            quote_literal(&migration.version),
+            self.journaled(migration, StepKind::Down)
         );
         match &migration.down {
             DownSql::Missing => Err(HarnessError::Irreversible(migration.dir_name.clone())),
@@ -403,6 +421,33 @@ impl<'a> TenantHarness<'a> {
                 transient: None,
             }),
             DownSql::Sql(down) => self.step(migration, Direction::Down, down, &forget, in_transaction),
+        }
+    }
+
+    /// The journal's record of a step, to send with its history change (`;` first), or
+    /// nothing without a journal.
+    fn journaled(&self, m: &Migration, kind: StepKind) -> String {
+        self.journal
+            .as_ref()
+            .map_or_else(String::new, |j| format!(";\n{}", j.step_done(&self.schema, m, kind)))
+    }
+
+    /// Records a failed step in the journal (after its rollback; a journal that cannot be
+    /// written is logged, never fatal).
+    pub(crate) fn journal_failure(&mut self, m: &Migration, up: bool, error: &HarnessError) {
+        let sqlstate = error.transient().and_then(Transient::sqlstate);
+        self.journal_failure_with(m, up, error, sqlstate);
+    }
+
+    fn journal_failure_with(&mut self, m: &Migration, up: bool, error: &HarnessError, sqlstate: Option<&str>) {
+        let Some(journal) = &self.journal else { return };
+        let kind = if up { StepKind::Up } else { StepKind::Down };
+        let sql = journal.step_failed(&self.schema, m, kind, &error.to_string(), sqlstate);
+        if let Err(e) = self.conn().batch_execute(&sql) {
+            log::warn!(
+                "{}: could not record the failed step in the run journal: {e}",
+                self.schema
+            );
         }
     }
 
@@ -422,7 +467,7 @@ impl<'a> TenantHarness<'a> {
             self.step_outside_transaction(body, bookkeeping)
         };
         let transient = self.last_transient.take();
-        result.map_err(|message| {
+        let error = result.map_err(|message| {
             let file = if dir == Direction::Up { "up.sql" } else { "down.sql" };
             let transactional = m.run_in_transaction || in_tx;
             let rolled_back = if message.contains(SPLIT) {
@@ -442,7 +487,12 @@ impl<'a> TenantHarness<'a> {
                 // this step owns it (inside a larger transaction the caller decides).
                 transient: transient.filter(|_| transactional && !in_tx && !message.contains(SPLIT)),
             }
-        })
+        });
+        if let (Err(e), false) = (&error, in_tx) {
+            // Inside a larger transaction, the caller records the failure after its rollback.
+            self.journal_failure_with(m, dir == Direction::Up, e, transient.and_then(Transient::sqlstate));
+        }
+        error
     }
 
     /// Sets `search_path` (and `lock_timeout`) for the migration and checks the schema is

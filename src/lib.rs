@@ -24,7 +24,8 @@ assert_eq!(report.summary.failed, 0);
 
 Inside, one module per concern: `source` (embedded sets), `runner` (this builder), `fleet`
 (the skeleton every run shares), `migrate` and `lifecycle` (what runs on each tenant),
-`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `lint`
+`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `journal`
+(what each run did, in the database), `lint`
 (multi-tenant hazards in a set, without a database),
 `shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
 `discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`; `tenant_pool` serves
@@ -42,6 +43,7 @@ mod drift;
 mod error;
 mod fleet;
 mod harness;
+mod journal;
 mod lifecycle;
 mod lint;
 mod migrate;
@@ -49,6 +51,7 @@ mod observer;
 mod plan;
 mod preflight;
 mod report;
+mod rollback;
 mod runner;
 mod shared;
 mod snapshot;
@@ -66,13 +69,15 @@ pub use control::{CancelToken, StopReason};
 pub use database::{Pool, Target, Unreachable};
 pub use discovery::DiscoveryError;
 pub use drift::{DriftReport, Drifted, VersionGroup};
-pub use error::{Blocked, Error};
+pub use error::{Blocked, Error, Refusal};
+pub use journal::{checksum, journal_ddl, RunDetail, RunRecord, RunTenant, StepRecord, DEFAULT_JOURNAL_SCHEMA};
 pub use lint::{lint, Finding, LintConfig, LintReport, Rule, Severity};
 pub use migrate_tenants_macros::embed_migrations;
 pub use migrate_tenants_set::{DownSql, Migration, MigrationSet, Origin, SetError};
 pub use observer::Observer;
 pub use plan::CommandError;
 pub use report::{exit, FailureKind, FleetReport, Outcome, RunInfo, RunKind, Summary, TenantReport};
+pub use rollback::Resume;
 pub use runner::{Migrations, Runner, Task};
 pub use source::{EmbeddedMigrations, SetInfo};
 pub use tenant::{NameError, SchemaName};

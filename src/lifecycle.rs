@@ -63,11 +63,12 @@ pub(crate) fn create(
     let schemas = names(list, &config.shared.schema)?;
     let up = Command::Up { to: None };
     let mut fleet = Fleet::open(config, Some(&up), RunKind::TenantCreate, observer)?;
+    fleet.journal_tenants(&schemas)?;
     if fleet.control.interrupted() || !fleet.shared_first(observer) {
         return Ok(fleet.finish(Vec::new(), observer));
     }
     let creator = Creator {
-        config,
+        settings: fleet.settings(&config.settings),
         set: &config.migrations,
         if_exists,
     };
@@ -96,6 +97,7 @@ pub(crate) fn drop(
 ) -> Result<FleetReport, Error> {
     let schemas = names(list, &config.shared.schema)?;
     let mut fleet = Fleet::open(config, None, RunKind::TenantDrop, observer)?;
+    fleet.journal_tenants(&schemas)?;
     let drop_one =
         |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| drop_tenant(conn, s, force, if_missing, w.control));
     let reports = fleet.parallel(&schemas, observer, drop_one, skipped);
@@ -163,7 +165,7 @@ fn drop_tenant(
 }
 
 struct Creator<'c> {
-    config: &'c RunConfig,
+    settings: Settings,
     set: &'c MigrationSet,
     if_exists: IfExists,
 }
@@ -175,7 +177,7 @@ impl Creator<'_> {
         schema: &SchemaName,
         control: &RunControl,
     ) -> Result<TenantReport, HarnessError> {
-        let mut h = TenantHarness::lock(conn, schema, &self.config.settings, Some(control))?;
+        let mut h = TenantHarness::lock(conn, schema, &self.settings, Some(control))?;
         if h.schema_exists()? {
             if self.if_exists == IfExists::Fail {
                 return Err(HarnessError::SchemaExists(schema.to_string()));
@@ -186,11 +188,12 @@ impl Creator<'_> {
                 exists: true,
                 create_schema: false,
                 applied: Vec::new(),
+                undo: Vec::new(),
             };
             let up = Command::Up { to: None };
             return Ok(TenantRun::new(&tenant, &up, self.set)
                 .controlled(control)
-                .run_with(conn, &self.config.settings)
+                .run_with(conn, &self.settings)
                 .finish());
         }
         let steps = plan::plan(&Command::Up { to: None }, self.set, &[])?;

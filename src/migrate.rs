@@ -7,14 +7,16 @@ connection for that tenant's whole run.
 */
 
 use crate::catalog::{self, TenantState};
+use crate::config::DownTarget;
 use crate::config::{Command, MissingPolicy, RunConfig, TenantSource};
 use crate::discovery::{self, Discovered};
-use crate::error::{Blocked, Error};
+use crate::error::{Blocked, Error, Refusal};
 use crate::fleet::{Fleet, Worker};
 use crate::harness::{HarnessError, Transient};
 use crate::observer::Observer;
 use crate::plan;
 use crate::report::{FleetReport, Outcome, RunKind, TenantReport};
+use crate::rollback::{resume_tenants, Undo};
 use crate::tenant::SchemaName;
 use crate::tenant_run::{Tenant, TenantRun};
 use migrate_tenants_set::MigrationSet;
@@ -29,12 +31,15 @@ pub(crate) fn run(
 ) -> Result<FleetReport, Error> {
     let set = &config.migrations;
     plan::check_command(command, set)?;
-    let listed = select_offline(config)?;
+    let from_journal = config.resume.is_some() || matches!(command, Command::Rollback { .. });
+    let listed = if from_journal { None } else { select_offline(config)? };
     let mut fleet = Fleet::open(config, Some(command), kind, observer)?;
+    let mut undo = Undo::default();
     // A pattern reads only the catalog: it is read (and a strict selection refused) before
     // the shared migrations change anything. A query may read a registry the shared
     // migrations create, so it runs after them.
     let listed = match listed {
+        None if from_journal => Some(from_the_journal(config, command, &mut fleet, &mut undo)?),
         None if matches!(config.tenants, TenantSource::Pattern(_) | TenantSource::AllTenants) => {
             Some(discover(config, &mut fleet)?)
         }
@@ -53,11 +58,98 @@ pub(crate) fn run(
     observer.discovered(&found.tenants, &found.invalid);
     fleet.refused_names(found.invalid.iter().map(ToString::to_string).collect());
     let states = read_states(&mut fleet, &found.tenants, set)?;
+    if let Command::Rollback { force, .. } = command {
+        undo.check(&found.tenants, &states, set, *force)?;
+    }
+    refuse_mixed_versions(config, command, set, &states)?;
     refuse_irreversible(command, set, &found.tenants, &states)?;
     fleet.shared.refuse_irreversible(&mut fleet.db)?;
     refuse_non_atomic(config, command, set, &states)?;
-    let reports = Migrate { config, command, set }.run(&mut fleet, found.tenants, states, observer);
+    fleet.journal_tenants(&found.tenants)?;
+    let settings = fleet.settings(&config.settings);
+    let migrate = Migrate {
+        config,
+        command,
+        set,
+        settings: &settings,
+        undo: &undo,
+    };
+    let reports = migrate.run(&mut fleet, found.tenants, states, observer);
     Ok(fleet.finish(reports, observer))
+}
+
+/// The tenants of a rollback (those the run changed, with what to revert on each) or of a
+/// resumed `up` (those the run did not finish), selected like a list.
+fn from_the_journal(
+    config: &RunConfig,
+    command: &Command,
+    fleet: &mut Fleet<'_>,
+    undo: &mut Undo,
+) -> Result<Discovered, Error> {
+    let schema = &config.journal_schema;
+    let names = match (command, config.resume) {
+        (Command::Rollback { run, .. }, _) => {
+            *undo = Undo::read(&mut fleet.db.control, schema, *run, &config.migrations)?;
+            undo.tenants()
+        }
+        (_, Some((resume, failed_only))) => {
+            let current = fleet.journal_run().map(|j| j.id());
+            let (id, names) = resume_tenants(&mut fleet.db.control, schema, resume, failed_only, current)?;
+            log::info!("resuming run {id}: {} tenant(s) to run again", names.len());
+            names
+        }
+        _ => Vec::new(),
+    };
+    let strict = RunConfig {
+        strict: true,
+        ..config.clone()
+    };
+    select(&strict, names)
+}
+
+/// Refuses `down --steps N` over tenants whose newest versions differ: the same N would
+/// revert different migrations on each (after a partly failed run, rerunning it would
+/// revert a second migration where the first one succeeded).
+fn refuse_mixed_versions(
+    config: &RunConfig,
+    command: &Command,
+    set: &MigrationSet,
+    states: &[TenantState],
+) -> Result<(), Error> {
+    if config.allow_mixed_versions || !matches!(command, Command::Down(DownTarget::Steps(_))) {
+        return Ok(());
+    }
+    let mut newest: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for state in states.iter().filter(|s| s.exists) {
+        let version = state
+            .applied_versions(set)
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "(none)".into());
+        *newest.entry(version).or_default() += 1;
+    }
+    if newest.len() < 2 {
+        return Ok(());
+    }
+    let shown: Vec<String> = newest
+        .iter()
+        .rev()
+        .map(|(v, n)| {
+            format!(
+                "{} ({n} tenant(s))",
+                set.get(v).map_or(v.as_str(), |m| m.dir_name.as_str())
+            )
+        })
+        .collect();
+    Err(Error::Refused {
+        refusal: Refusal::MixedVersions,
+        message: format!(
+            "refusing to revert a number of steps: nothing was changed; the tenants are at different versions: {}. \
+             The same number of steps would revert different migrations on each. Revert to a target version, \
+             or exactly what one run applied, or allow it explicitly",
+            shown.join(", ")
+        ),
+    })
 }
 
 /// Tenants from a query or a pattern, validated and selected.
@@ -66,6 +158,10 @@ fn discover(config: &RunConfig, fleet: &mut Fleet<'_>) -> Result<Discovered, Err
     if config.tenants == TenantSource::AllTenants {
         // The shared schema has a history table too; it is simply not a tenant here.
         names.retain(|n| n != config.shared.schema.as_str());
+    }
+    if let Some(journal) = &config.journal {
+        // The run journal's schema is the runner's own, never a tenant.
+        names.retain(|n| n != journal.schema.as_str());
     }
     select(config, names)
 }
@@ -173,6 +269,10 @@ struct Migrate<'r> {
     config: &'r RunConfig,
     command: &'r Command,
     set: &'r MigrationSet,
+    /// The run's settings, with its journal.
+    settings: &'r crate::config::Settings,
+    /// A rollback's migrations per tenant.
+    undo: &'r Undo,
 }
 
 impl Migrate<'_> {
@@ -211,11 +311,13 @@ impl Migrate<'_> {
     fn triage(&self, schema: SchemaName, state: &TenantState) -> Result<TenantReport, Tenant> {
         let missing = self.config.missing;
         let applied = state.applied_versions(self.set);
+        let undo = self.undo.of(schema.as_str());
         let tenant = Tenant {
             schema,
             exists: state.exists,
             create_schema: missing == MissingPolicy::Create && !state.exists,
             applied: applied.clone(),
+            undo,
         };
         if state.unreadable {
             return Err(tenant);
@@ -233,7 +335,7 @@ impl Migrate<'_> {
                 _ => Ok(run.skip("schema does not exist").finish()),
             };
         }
-        match plan::plan(self.command, self.set, &applied) {
+        match plan::tenant_plan(self.command, self.set, &tenant.undo, &applied) {
             Ok(steps) if steps.is_empty() => Ok(run.finish()),
             _ => Err(tenant),
         }
@@ -249,7 +351,7 @@ impl Migrate<'_> {
             let (report, transient) = TenantRun::new(tenant, self.command, self.set)
                 .controlled(worker.control)
                 .atomic_up(config.atomic)
-                .run_on(worker.workers, &config.settings)
+                .run_on(worker.workers, self.settings)
                 .finish_with_cause();
             // Only `up` is tried again: its plan (what is pending) is the same whatever an
             // earlier attempt committed; `down --steps` and `redo` count from the newest

@@ -71,7 +71,8 @@ pub fn plan<'s>(
     applied_desc: &[String],
 ) -> Result<Vec<Step<'s>>, HarnessError> {
     match command {
-        Command::Status => Ok(Vec::new()),
+        // A rollback's steps come from the journal, per tenant: see `tenant_plan`.
+        Command::Status | Command::Rollback { .. } => Ok(Vec::new()),
         Command::Up { to } => {
             let limit = to
                 .as_deref()
@@ -106,6 +107,26 @@ pub fn plan<'s>(
                 .collect())
         }
     }
+}
+
+/// The steps `command` takes on one tenant: [`plan`], or for a rollback the journal's
+/// migrations of that tenant (`undo`, newest first) that are still applied.
+pub(crate) fn tenant_plan<'s>(
+    command: &Command,
+    set: &'s MigrationSet,
+    undo: &'s [Migration],
+    applied_desc: &[String],
+) -> Result<Vec<Step<'s>>, HarnessError> {
+    if !matches!(command, Command::Rollback { .. }) {
+        return plan(command, set, applied_desc);
+    }
+    undo.iter()
+        .filter(|m| applied_desc.contains(&m.version))
+        .map(|m| match m.down {
+            DownSql::Missing => Err(HarnessError::Irreversible(m.dir_name.clone())),
+            _ => Ok(Step::Revert(m)),
+        })
+        .collect()
 }
 
 fn reversible<'s>(set: &'s MigrationSet, versions: &[&String]) -> Result<Vec<&'s Migration>, HarnessError> {

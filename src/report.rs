@@ -298,6 +298,8 @@ pub struct FleetReport {
     pub warnings: Vec<String>,
     /// Counts.
     pub summary: Summary,
+    /// The run's id in the run journal (`None`: a run that only reads, or without journal).
+    pub run_id: Option<i64>,
     /// Wall time of the run, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -313,6 +315,7 @@ impl FleetReport {
             stopped: None,
             warnings: Vec::new(),
             summary: Summary::default(),
+            run_id: None,
             elapsed_ms: 0,
         }
     }

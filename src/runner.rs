@@ -9,12 +9,15 @@ use crate::config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_RETRIES,
 };
 use crate::control::CancelToken;
-use crate::database::{Connector, DatabaseUrl, Pool};
+use crate::database::{Connector, Database, DatabaseUrl, Pool};
 use crate::error::Error;
+use crate::journal::JournalConfig;
+use crate::journal::{RunDetail, RunRecord};
 use crate::lifecycle::{self, IfExists, IfMissing};
 use crate::migrate;
 use crate::observer::Observer;
 use crate::report::{FleetReport, RunKind};
+use crate::rollback::Resume;
 use crate::source::EmbeddedMigrations;
 use crate::tenant::SchemaName;
 use migrate_tenants_set::MigrationSet;
@@ -94,6 +97,16 @@ pub enum Task {
         /// Migrate a schema that already exists instead of failing it.
         if_exists_migrate: bool,
     },
+    /// Revert exactly what journaled run `run` applied and kept, on each tenant it changed,
+    /// newest first (with the journal's `down.sql` where this set lacks a migration).
+    /// Refused before anything changes when later migrations sit on top, unless `force`.
+    /// The runner's tenant source does not apply (its selection does).
+    Rollback {
+        /// The run's id in the journal.
+        run: i64,
+        /// Revert even under migrations applied later.
+        force: bool,
+    },
     /// Drop tenant schemas (`DROP SCHEMA ... CASCADE`) under their lock. The names are the
     /// tenants: the runner's tenant source and selection do not apply.
     DropTenants {
@@ -116,6 +129,7 @@ impl Task {
             Task::Status => RunKind::Status,
             Task::CreateTenants { .. } => RunKind::TenantCreate,
             Task::DropTenants { .. } => RunKind::TenantDrop,
+            Task::Rollback { .. } => RunKind::Down,
         }
     }
 }
@@ -161,6 +175,11 @@ pub struct Runner {
     cancel: Option<CancelToken>,
     shared_schema: String,
     revert_shared: bool,
+    journal: bool,
+    journal_schema: String,
+    journal_arguments: Option<String>,
+    resume: Option<(Resume, bool)>,
+    allow_mixed_versions: bool,
 }
 
 impl Runner {
@@ -190,6 +209,11 @@ impl Runner {
             cancel: None,
             shared_schema: "public".into(),
             revert_shared: false,
+            journal: true,
+            journal_schema: crate::journal::DEFAULT_JOURNAL_SCHEMA.into(),
+            journal_arguments: None,
+            resume: None,
+            allow_mixed_versions: false,
         }
     }
 
@@ -344,6 +368,71 @@ impl Runner {
         self
     }
 
+    /// Whether changing runs (`up`, `down`, `redo`, `tenant create`, `tenant drop`, `mark`)
+    /// write the run journal (default: yes). Without it, `runs`, `--resume` and
+    /// `down --run` have nothing to read; diesel's history tables are kept either way.
+    pub fn journal(mut self, journal: bool) -> Runner {
+        self.journal = journal;
+        self
+    }
+
+    /// The schema holding the run journal (default `migrate_tenants`; created on first use).
+    pub fn journal_schema(mut self, schema: &str) -> Runner {
+        self.journal_schema = schema.to_string();
+        self
+    }
+
+    /// How the journal shows the command that started a run (default: the command's name).
+    /// Give the command line without secrets.
+    pub fn journal_arguments(mut self, arguments: impl Into<String>) -> Runner {
+        self.journal_arguments = Some(arguments.into());
+        self
+    }
+
+    /// `up` runs only the tenants a journaled `up` run did not finish: those that failed
+    /// and (unless `failed_only`) those it skipped or never reached. The tenant source does
+    /// not apply (the selection does).
+    pub fn resume(mut self, run: Resume, failed_only: bool) -> Runner {
+        self.resume = Some((run, failed_only));
+        self
+    }
+
+    /// Let `down` by a number of steps run over tenants at different versions (refused by
+    /// default: the same number of steps would revert different migrations on each).
+    pub fn allow_mixed_versions(mut self, allow: bool) -> Runner {
+        self.allow_mixed_versions = allow;
+        self
+    }
+
+    /// The newest `limit` runs of the run journal, newest first (none without a journal).
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
+        let (config, mut db) = self.journal_reader()?;
+        crate::journal::list_runs(&mut db.control, &config.journal_schema, limit as i64).map_err(|e| Error::Database {
+            context: "reading the run journal".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// One run of the run journal with its tenants and steps.
+    pub fn run_detail(&self, id: i64) -> Result<RunDetail, Error> {
+        let (config, mut db) = self.journal_reader()?;
+        crate::journal::run_detail(&mut db.control, &config.journal_schema, id)
+            .map_err(|e| Error::Database {
+                context: "reading the run journal".into(),
+                message: e.to_string(),
+            })?
+            .ok_or_else(|| Error::Refused {
+                refusal: crate::error::Refusal::NoSuchRun,
+                message: format!("the run journal (schema {}) has no run {id}", config.journal_schema),
+            })
+    }
+
+    fn journal_reader(&self) -> Result<(RunConfig, Database), Error> {
+        let config = self.config(true)?;
+        let db = Database::connect(&config.connector, 1, config.connect_timeout)?;
+        Ok((config, db))
+    }
+
     /// Applies every pending migration (shared schema first).
     pub fn up(&self) -> Result<FleetReport, Error> {
         self.run(&Task::Up { to: None }, &mut ())
@@ -389,7 +478,10 @@ impl Runner {
 
     /// Runs `task`, telling `observer` about each tenant as it finishes.
     pub fn run(&self, task: &Task, observer: &mut dyn Observer) -> Result<FleetReport, Error> {
-        let lifecycle = matches!(task, Task::CreateTenants { .. } | Task::DropTenants { .. });
+        let lifecycle = matches!(
+            task,
+            Task::CreateTenants { .. } | Task::DropTenants { .. } | Task::Rollback { .. }
+        ) || (self.resume.is_some() && matches!(task, Task::Up { .. }));
         let config = self.config(lifecycle)?;
         let kind = task.kind();
         match task {
@@ -397,6 +489,13 @@ impl Runner {
             Task::Down(target) => migrate::run(&config, &Command::Down(target.clone()), kind, observer),
             Task::Redo { steps } => migrate::run(&config, &Command::Redo { steps: *steps }, kind, observer),
             Task::Status => migrate::run(&config, &Command::Status, kind, observer),
+            Task::Rollback { run, force } => {
+                let command = Command::Rollback {
+                    run: *run,
+                    force: *force,
+                };
+                migrate::run(&config, &command, kind, observer)
+            }
             Task::CreateTenants {
                 names,
                 if_exists_migrate,
@@ -442,7 +541,8 @@ impl Runner {
         migrate::run(&config, &Command::Status, RunKind::TenantList, observer)
     }
 
-    /// The engine's configuration; `lifecycle` commands name their tenants themselves.
+    /// The engine's configuration; `lifecycle` commands (and runs whose tenants come from
+    /// the journal) name their tenants themselves.
     fn config(&self, lifecycle: bool) -> Result<RunConfig, Error> {
         let (migrations, shared) = self.migrations.load()?;
         let database_wide = std::sync::Arc::new(crate::config::database_wide_versions(&migrations));
@@ -491,6 +591,7 @@ impl Runner {
                 statement_timeout: self.statement_timeout,
                 lock_wait_timeout: self.lock_wait_timeout,
                 database_wide,
+                journal: None,
             },
             max_failures: self.max_failures,
             retries: self.retries,
@@ -500,6 +601,16 @@ impl Runner {
                 schema: schema("shared schema", &self.shared_schema)?,
                 migrations: shared,
                 include_in_down: self.revert_shared,
+            },
+            journal_schema: schema("journal schema", &self.journal_schema)?,
+            resume: self.resume,
+            allow_mixed_versions: self.allow_mixed_versions,
+            journal: match self.journal {
+                true => Some(JournalConfig {
+                    schema: schema("journal schema", &self.journal_schema)?,
+                    arguments: self.journal_arguments.clone().unwrap_or_default(),
+                }),
+                false => None,
             },
         })
     }

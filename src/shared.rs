@@ -27,6 +27,8 @@ pub(crate) struct Shared<'c> {
     command: Command,
     /// The set, when this run includes the shared schema.
     set: Option<&'c MigrationSet>,
+    /// The run's journal, once it has begun.
+    pub(crate) journal: Option<crate::journal::JournalRun>,
 }
 
 impl<'c> Shared<'c> {
@@ -34,11 +36,13 @@ impl<'c> Shared<'c> {
     /// any database work.
     pub(crate) fn load(config: &'c RunConfig, command: Option<&Command>) -> Result<Shared<'c>, Error> {
         let command = match command {
-            None => {
+            // A rollback reverts tenants' migrations only.
+            None | Some(Command::Rollback { .. }) => {
                 return Ok(Shared {
                     config,
                     command: Command::Status,
                     set: None,
+                    journal: None,
                 })
             }
             Some(Command::Up { .. }) => Command::Up { to: None },
@@ -53,7 +57,12 @@ impl<'c> Shared<'c> {
         };
         let included = !Self::reverts(&command) || config.shared.include_in_down;
         let set = config.shared.migrations.as_ref().filter(|_| included);
-        Ok(Shared { config, command, set })
+        Ok(Shared {
+            config,
+            command,
+            set,
+            journal: None,
+        })
     }
 
     /// The shared set, when this run includes it.
@@ -111,6 +120,7 @@ impl<'c> Shared<'c> {
                 exists: true,
                 create_schema: false,
                 applied: Vec::new(),
+                undo: Vec::new(),
             };
             TenantRun::new(&tenant, &self.command, set)
                 .skip("a tenant failed or the run stopped early; the shared schema was left as it is")
@@ -133,6 +143,7 @@ impl<'c> Shared<'c> {
                     exists: false,
                     create_schema: false,
                     applied: Vec::new(),
+                    undo: Vec::new(),
                 };
                 let error = HarnessError::Database(format!("reading the shared schema: {e}"));
                 return TenantRun::new(&tenant, &self.command, set).fail(&error).finish();
@@ -143,9 +154,11 @@ impl<'c> Shared<'c> {
             exists,
             create_schema: !exists,
             applied: Vec::new(),
+            undo: Vec::new(),
         };
         let settings = Settings {
             search_path_suffix: Vec::new(),
+            journal: self.journal.clone(),
             ..self.config.settings.clone()
         };
         TenantRun::new(&tenant, &self.command, set)

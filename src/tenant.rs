@@ -98,6 +98,11 @@ pub(crate) fn database_wide_lock_key() -> i64 {
     key_of("migrate-tenants:database-wide")
 }
 
+/// The advisory-lock key that serializes the creation of a run journal's tables.
+pub(crate) fn journal_lock_key(schema: &str) -> i64 {
+    key_of(&format!("migrate-tenants:journal:{schema}"))
+}
+
 /// The first 8 bytes of SHA-256 of `text`, as a signed 64-bit key.
 fn key_of(text: &str) -> i64 {
     let digest = Sha256::digest(text);

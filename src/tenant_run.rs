@@ -26,6 +26,8 @@ pub(crate) struct Tenant {
     /// Applied versions, newest first, as the catalog pass read them (the report's state
     /// when the tenant fails before its history is read again under the lock).
     pub(crate) applied: Vec<String>,
+    /// A rollback: the migrations to revert, newest first (from the run journal).
+    pub(crate) undo: Vec<migrate_tenants_set::Migration>,
 }
 
 /// The state of one tenant's run, turned into its report by [`TenantRun::finish`].
@@ -134,7 +136,7 @@ impl<'r> TenantRun<'r> {
         }
         let applied = h.applied()?;
         self.record_state(&applied);
-        let steps = plan::plan(self.command, self.set, &applied)?;
+        let steps = plan::tenant_plan(self.command, self.set, &self.tenant.undo, &applied)?;
         log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
         if self.atomic(&steps) {
             self.all_or_nothing(&mut h, steps)?;
@@ -167,15 +169,19 @@ impl<'r> TenantRun<'r> {
             self.report.notes.len(),
         );
         h.execute("BEGIN")?;
+        let mut failed = None;
         let result = steps
             .into_iter()
             .try_for_each(|step| {
                 self.check_interrupt(step)?;
-                self.step(h, step, true)
+                self.step(h, step, true).inspect_err(|_| failed = Some(step))
             })
             .and_then(|()| h.execute("COMMIT"));
         if let Err(e) = result {
             let _ = h.execute("ROLLBACK");
+            if let Some(step) = failed {
+                h.journal_failure(step.migration(), matches!(step, Step::Apply(_)), &e);
+            }
             // What this attempt did is reported only if it may have been kept; the history is
             // read again by the next run either way.
             self.applied = before.0;

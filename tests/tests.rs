@@ -24,6 +24,8 @@ mod faults;
 mod generate;
 #[path = "it/isolation.rs"]
 mod isolation;
+#[path = "it/journal.rs"]
+mod journal;
 #[path = "it/library.rs"]
 mod library;
 #[path = "it/lifecycle.rs"]

@@ -3,14 +3,14 @@ What each subcommand does with the library, and the exit code it ends with. Libr
 come back typed; this is where the CLI adds the hints that name its flags.
 */
 
-use super::flags::{Cli, CliCommand, Format, Global, TenantCommand, UsageError};
+use super::flags::{Cli, CliCommand, Format, Global, RunRef, RunsCommand, TenantCommand, UsageError};
 use super::locate;
 use super::output::{errln, outln};
 use super::render::Printer;
 use super::Migrations;
 use crate::database::DatabaseUrl;
 use crate::report::exit;
-use crate::{DiscoveryError, DownSql, Error, MigrationSet, RunKind, Runner, Task, TenantSource};
+use crate::{DiscoveryError, DownSql, Error, MigrationSet, Refusal, Resume, RunKind, Runner, Task, TenantSource};
 use std::io::Write;
 
 /// Logging through env_logger (`RUST_LOG`, quiet by default). Every line passes through
@@ -46,6 +46,7 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
         CliCommand::Lint { deny_warnings, allow } => lint(&cli.global, migrations, *deny_warnings, allow),
         CliCommand::Generate { name, no_transaction } => generate(&cli.global, migrations, name, *no_transaction),
         CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd, cancel),
+        CliCommand::Runs { show, limit } => runs(&cli.global, migrations, show.as_ref(), *limit),
         command => fleet(&cli.global, migrations, command, cancel),
     };
     match result {
@@ -77,6 +78,10 @@ fn run_error(e: Error) -> (i32, String) {
         Error::Discovery(DiscoveryError::NotFound(_)) => "\nhint: every --tenant must be among the tenants the source returns",
         Error::Command(_) => "\nhint: `list` shows the known migrations",
         Error::Irreversible { .. } => "\nhint: give the migration a down.sql, or revert fewer steps (--steps, --to)",
+        Error::Journal(_) => "\nhint: --journal-schema SCHEMA picks another schema for the run journal; --no-journal runs without one",
+        Error::Refused { refusal: Refusal::MixedVersions, .. } => "\nhint: `down --to VERSION` takes every tenant to the same version; `down --run ID` reverts exactly what one run applied (`runs` lists them); --yes reverts the steps anyway",
+        Error::Refused { refusal: Refusal::BuiltUpon, .. } => "\nhint: roll back the later runs first (`runs` lists them), or add --force to revert under them",
+        Error::Refused { refusal: Refusal::NoSuchRun, .. } => "\nhint: `runs` lists the journal's runs",
         _ => "",
     };
     (e.exit_code(), format!("{e}{hint}"))
@@ -127,12 +132,37 @@ fn sets(
 fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: crate::CancelToken) -> Outcome {
     let revert_shared = matches!(command, CliCommand::Down { shared: true, .. });
     let atomic = matches!(command, CliCommand::Up { atomic: true, .. });
-    let runner = global
-        .configure(runner(global, migrations)?, None)
+    let resume = match command {
+        CliCommand::Up { resume: Some(run), .. } => Some((
+            match run {
+                RunRef::Latest => Resume::Latest,
+                RunRef::Id(id) => Resume::Run(*id),
+            },
+            false,
+        )),
+        CliCommand::Up { only_failed: true, .. } => Some((Resume::Latest, true)),
+        _ => None,
+    };
+    let from_journal = resume.is_some() || matches!(command, CliCommand::Down { run: Some(_), .. });
+    if from_journal && global.tenant_source_given() {
+        return Err((
+            exit::USAGE,
+            "--resume, --only-failed and --run take their tenants from the run journal: drop the tenant source \
+             flags (--tenant and --exclude narrow the journal's tenants)"
+                .into(),
+        ));
+    }
+    let journal_tenants = from_journal.then(|| TenantSource::List(Vec::new()));
+    let mut runner = global
+        .configure(runner(global, migrations)?, journal_tenants)
         .map_err(usage)?
         .revert_shared(revert_shared)
         .atomic(atomic)
+        .allow_mixed_versions(matches!(command, CliCommand::Down { yes: true, .. }))
         .cancel_token(cancel);
+    if let Some((run, failed_only)) = resume {
+        runner = runner.resume(run, failed_only);
+    }
     let (kind, task) = match command {
         CliCommand::Tenant(TenantCommand::List) => (RunKind::TenantList, None),
         other => {
@@ -191,6 +221,24 @@ fn names_hint((code, message): (i32, String), global: &Global) -> (i32, String) 
         "names given with --tenants (or TENANTS) are always checked strictly: a typo must not be skipped"
     };
     (code, format!("{message}\nhint: {why}"))
+}
+
+/// `runs` and `runs show ID`.
+fn runs(global: &Global, migrations: Migrations, show: Option<&RunsCommand>, limit: usize) -> Outcome {
+    let runner = global
+        .configure(runner(global, migrations)?, Some(TenantSource::List(Vec::new())))
+        .map_err(usage)?;
+    match show {
+        Some(RunsCommand::Show { id }) => {
+            let detail = runner.run_detail(*id).map_err(run_error)?;
+            super::runs::show(global.format, &detail);
+        }
+        None => {
+            let runs = runner.runs(limit).map_err(run_error)?;
+            super::runs::list(global.format, &runs);
+        }
+    }
+    Ok(exit::SUCCESS)
 }
 
 fn list(global: &Global, migrations: Migrations) -> Outcome {

@@ -107,6 +107,17 @@ pub struct Global {
     #[arg(long, global = true, value_name = "DIR")]
     pub shared_migrations_dir: Option<PathBuf>,
 
+    /// Schema of the run journal (what each up, down, redo, tenant create/drop did; created
+    /// on first use).
+    #[arg(long, global = true, env = "MIGRATE_TENANTS_JOURNAL_SCHEMA", default_value = crate::DEFAULT_JOURNAL_SCHEMA,
+        value_name = "SCHEMA")]
+    pub journal_schema: String,
+
+    /// Write no run journal (diesel's history tables are kept either way; `runs`, `up --resume`
+    /// and `down --run` then have nothing to read for this run).
+    #[arg(long, global = true)]
+    pub no_journal: bool,
+
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -205,12 +216,32 @@ pub enum CliCommand {
         /// version or its new one (refused when one of them runs outside a transaction).
         #[arg(long)]
         atomic: bool,
+        /// Run again only the tenants that journaled up run ID (default: the latest) failed,
+        /// skipped or never reached. Tenants come from the journal (--tenant/--exclude narrow them).
+        #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "latest",
+            value_parser = parse_run)]
+        resume: Option<RunRef>,
+        /// Like --resume, but only the tenants that failed.
+        #[arg(long, conflicts_with = "resume")]
+        only_failed: bool,
     },
     /// Revert the newest applied migration(s) of each tenant.
     Down {
-        /// How many migrations to revert per tenant.
-        #[arg(long, default_value_t = 1, conflicts_with_all = ["to", "all"])]
+        /// How many migrations to revert per tenant (refused over tenants at different
+        /// versions unless --yes: the same N would revert different migrations on each).
+        #[arg(long, default_value_t = 1, conflicts_with_all = ["to", "all", "run"])]
         steps: usize,
+        /// Revert exactly what journaled run ID applied, on each tenant it changed (newest
+        /// first; with the journal's down.sql where this binary lacks a migration). Tenants come
+        /// from the journal (--tenant/--exclude narrow them).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["to", "all", "shared"])]
+        run: Option<i64>,
+        /// With --run: revert even where later migrations sit on top.
+        #[arg(long, requires = "run")]
+        force: bool,
+        /// Confirm a --steps revert over tenants at different versions.
+        #[arg(long)]
+        yes: bool,
         /// Revert every migration newer than this version.
         #[arg(long, value_name = "VERSION", conflicts_with = "all")]
         to: Option<String>,
@@ -275,6 +306,24 @@ pub enum CliCommand {
     /// Create, drop or list tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Recent runs from the run journal (id, when, who, command, tenants ok/failed/skipped);
+    /// `runs show ID` for one run's tenants and steps.
+    Runs {
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run: its tenants with outcomes, and every migration step.
+    Show {
+        /// The run's id (see `runs`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,7 +414,10 @@ impl Global {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
             })
-            .shared_schema(&self.shared_schema);
+            .shared_schema(&self.shared_schema)
+            .journal(!self.no_journal)
+            .journal_schema(&self.journal_schema)
+            .journal_arguments(self.command_line());
         if let Some(ms) = self.lock_timeout {
             runner = runner.lock_timeout(Duration::from_millis(ms));
         }
@@ -379,6 +431,29 @@ impl Global {
             runner = runner.max_failures(Some(usize::try_from(max).unwrap_or(usize::MAX)));
         }
         Ok(runner)
+    }
+}
+
+impl Global {
+    /// The command line as the journal shows it: the password of a URL given as an argument
+    /// is hidden.
+    fn command_line(&self) -> String {
+        let line: Vec<String> = std::env::args().skip(1).collect();
+        let line = line.join(" ");
+        match self.database_url() {
+            Ok(url) => url.scrub(&line),
+            Err(_) => line,
+        }
+    }
+
+    /// Whether a tenant source flag was given (selection flags aside).
+    pub fn tenant_source_given(&self) -> bool {
+        let t = &self.tenants;
+        !t.tenants.is_empty()
+            || t.tenants_file.is_some()
+            || t.tenants_query.is_some()
+            || t.schema_pattern.is_some()
+            || t.all_tenants
     }
 }
 
@@ -448,6 +523,12 @@ impl CliCommand {
     pub fn task(&self) -> Option<Task> {
         Some(match self {
             CliCommand::Up { to, .. } => Task::Up { to: to.clone() },
+            CliCommand::Down {
+                run: Some(run), force, ..
+            } => Task::Rollback {
+                run: *run,
+                force: *force,
+            },
             CliCommand::Down { steps, to, all, .. } => Task::Down(match (to, all) {
                 (Some(v), _) => DownTarget::To(v.clone()),
                 (None, true) => DownTarget::All,
@@ -457,6 +538,26 @@ impl CliCommand {
             CliCommand::Status { .. } => Task::Status,
             _ => return None,
         })
+    }
+}
+
+/// A journaled run: by id, or the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunRef {
+    /// The newest run of the kind needed.
+    Latest,
+    /// This run.
+    Id(i64),
+}
+
+/// A run id, or `latest`.
+fn parse_run(text: &str) -> Result<RunRef, String> {
+    match text.trim() {
+        "latest" => Ok(RunRef::Latest),
+        id => id
+            .parse::<i64>()
+            .map(RunRef::Id)
+            .map_err(|_| format!("{text:?}: expected a run id (see `runs`) or `latest`")),
     }
 }
 

@@ -23,6 +23,7 @@ mod generate;
 mod locate;
 mod output;
 mod render;
+mod runs;
 mod signals;
 
 use output::errln;

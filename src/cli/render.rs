@@ -252,5 +252,30 @@ pub fn summary(fleet: &FleetReport) -> String {
             text.push_str(&format!("\n  {}", tenant_line(r, kind)));
         }
     }
+    text.push_str(&next_step(fleet));
     text
+}
+
+/// The command to run next when a journaled run left tenants behind.
+fn next_step(fleet: &FleetReport) -> String {
+    let Some(id) = fleet.run_id else { return String::new() };
+    let left = fleet.tenants.iter().filter(|r| r.failed() || r.skipped()).count();
+    if left == 0 {
+        return String::new();
+    }
+    let program = std::env::args_os()
+        .next()
+        .and_then(|p| {
+            std::path::Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "migrate-tenants".into());
+    match fleet.run.command {
+        RunKind::Up => format!(
+            "\nnext: `{program} up --resume {id}` runs again the {left} tenant(s) that failed or were not reached; \
+             `{program} runs show {id}` shows what run {id} did"
+        ),
+        _ => format!("\nrun {id} in the journal: `{program} runs show {id}` shows what it did"),
+    }
 }

@@ -156,20 +156,22 @@ pub fn tables_in(db: &TestDb, schema: &str) -> Vec<String> {
     )))
 }
 
-/// Non-system schemas, sorted.
+/// Non-system schemas, sorted (not the run journal's: the runner's own history, checked by
+/// the journal tests).
 pub fn user_schemas(db: &TestDb) -> Vec<String> {
     rows(&db.query(
         "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' \
-         AND nspname <> 'information_schema' ORDER BY 1",
+         AND nspname NOT IN ('information_schema', 'migrate_tenants') ORDER BY 1",
     ))
 }
 
 /// Everything user-visible in the database: schemas, relations, types, functions (with
-/// their schemas), and the rows of every history table. Equal snapshots mean "untouched".
+/// their schemas), and the rows of every history table. Equal snapshots mean "untouched"
+/// (the run journal aside).
 pub fn snapshot(db: &TestDb) -> Vec<String> {
     let objects = rows(&db.query(
         "WITH ns AS (SELECT oid, nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' \
-                     AND nspname <> 'information_schema') \
+                     AND nspname NOT IN ('information_schema', 'migrate_tenants')) \
          SELECT x FROM ( \
            SELECT 'schema ' || nspname AS x FROM ns \
            UNION ALL SELECT 'relation ' || ns.nspname || '.' || c.relname \
