@@ -76,6 +76,13 @@ pub(crate) enum Command {
     /// Revert exactly what journaled run `run` applied and kept (`force`: even under later
     /// migrations).
     Rollback { run: i64, force: bool },
+    /// Record `version` as applied (or pending) without running it (`force`: even when its
+    /// tables say otherwise).
+    Mark {
+        version: String,
+        applied: bool,
+        force: bool,
+    },
 }
 
 impl Command {
@@ -87,6 +94,7 @@ impl Command {
             Command::Redo { .. } => "redo",
             Command::Status => "status",
             Command::Rollback { .. } => "down",
+            Command::Mark { .. } => "mark",
         }
     }
 }

@@ -424,6 +424,48 @@ impl<'a> TenantHarness<'a> {
         }
     }
 
+    /// Records `migration` as applied (or pending) without running it, in one transaction
+    /// with its journal row; refused unless `force` when its tables say otherwise.
+    pub(crate) fn mark(&mut self, migration: &Migration, applied: bool, force: bool) -> Result<()> {
+        let check = match force {
+            true => String::new(),
+            false => crate::mark::contradiction_check(&self.schema, migration, applied),
+        };
+        let (history, kind) = match applied {
+            // A schema built by hand gets its history table in the same transaction.
+            true => (
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {history} {HISTORY_DDL};\nINSERT INTO {history} (version) VALUES ({})",
+                    quote_literal(&migration.version),
+                    history = self.history()
+                ),
+                StepKind::MarkApplied,
+            ),
+            false => (
+                format!(
+                    "DELETE FROM {} WHERE version = {}",
+                    self.history(),
+                    quote_literal(&migration.version)
+                ),
+                StepKind::MarkPending,
+            ),
+        };
+        let sql = format!(
+            "BEGIN;
+{check}{history}{};
+COMMIT;",
+            self.journaled(migration, kind)
+        );
+        self.conn().batch_execute(&sql).map_err(|e| {
+            let _ = self.conn().batch_execute("ROLLBACK");
+            HarnessError::Migration {
+                migration: migration.dir_name.clone(),
+                message: describe(&e, None),
+                transient: None,
+            }
+        })
+    }
+
     /// The journal's record of a step, to send with its history change (`;` first), or
     /// nothing without a journal.
     fn journaled(&self, m: &Migration, kind: StepKind) -> String {

@@ -46,6 +46,7 @@ mod harness;
 mod journal;
 mod lifecycle;
 mod lint;
+mod mark;
 mod migrate;
 mod observer;
 mod plan;
@@ -56,6 +57,7 @@ mod runner;
 mod shared;
 mod snapshot;
 mod source;
+mod status;
 mod tenant;
 mod tenant_pool;
 mod tenant_run;
@@ -76,7 +78,9 @@ pub use migrate_tenants_macros::embed_migrations;
 pub use migrate_tenants_set::{DownSql, Migration, MigrationSet, Origin, SetError};
 pub use observer::Observer;
 pub use plan::CommandError;
-pub use report::{exit, FailureKind, FleetReport, Outcome, RunInfo, RunKind, Summary, TenantReport};
+pub use report::{
+    exit, FailureKind, FleetReport, LastRun, Outcome, RunInfo, RunKind, Summary, TenantReport, VersionCount,
+};
 pub use rollback::Resume;
 pub use runner::{Migrations, Runner, Task};
 pub use source::{EmbeddedMigrations, SetInfo};

@@ -17,6 +17,7 @@ use crate::observer::Observer;
 use crate::plan;
 use crate::report::{FleetReport, Outcome, RunKind, TenantReport};
 use crate::rollback::{resume_tenants, Undo};
+use crate::status;
 use crate::tenant::SchemaName;
 use crate::tenant_run::{Tenant, TenantRun};
 use migrate_tenants_set::MigrationSet;
@@ -74,8 +75,15 @@ pub(crate) fn run(
         settings: &settings,
         undo: &undo,
     };
-    let reports = migrate.run(&mut fleet, found.tenants, states, observer);
-    Ok(fleet.finish(reports, observer))
+    let mut reports = migrate.run(&mut fleet, found.tenants, states, observer);
+    if *command != Command::Status {
+        return Ok(fleet.finish(reports, observer));
+    }
+    let last_run = status::read_journal(&mut fleet.db.control, &config.journal_schema, set, &mut reports);
+    let mut report = fleet.finish(reports, observer);
+    report.versions = status::histogram(&report.tenants, set);
+    report.last_run = last_run;
+    Ok(report)
 }
 
 /// The tenants of a rollback (those the run changed, with what to revert on each) or of a

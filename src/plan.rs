@@ -48,7 +48,7 @@ pub enum CommandError {
 /// Checks the command's versions against the set before any database work.
 pub fn check_command(command: &Command, set: &MigrationSet) -> Result<(), CommandError> {
     let version = match command {
-        Command::Up { to: Some(v) } | Command::Down(DownTarget::To(v)) => v,
+        Command::Up { to: Some(v) } | Command::Down(DownTarget::To(v)) | Command::Mark { version: v, .. } => v,
         Command::Redo { steps: 0 } | Command::Down(DownTarget::Steps(0)) => {
             return Err(CommandError::ZeroSteps);
         }
@@ -71,8 +71,8 @@ pub fn plan<'s>(
     applied_desc: &[String],
 ) -> Result<Vec<Step<'s>>, HarnessError> {
     match command {
-        // A rollback's steps come from the journal, per tenant: see `tenant_plan`.
-        Command::Status | Command::Rollback { .. } => Ok(Vec::new()),
+        // A rollback's steps come from the journal, a mark's from its version: see `tenant_plan`.
+        Command::Status | Command::Rollback { .. } | Command::Mark { .. } => Ok(Vec::new()),
         Command::Up { to } => {
             let limit = to
                 .as_deref()
@@ -117,6 +117,15 @@ pub(crate) fn tenant_plan<'s>(
     undo: &'s [Migration],
     applied_desc: &[String],
 ) -> Result<Vec<Step<'s>>, HarnessError> {
+    if let Command::Mark { version, applied, .. } = command {
+        let m = set.resolve_version(version);
+        let is_applied = m.is_some_and(|m| applied_desc.contains(&m.version));
+        return Ok(match (m, *applied, is_applied) {
+            (Some(m), true, false) => vec![Step::Apply(m)],
+            (Some(m), false, true) => vec![Step::Revert(m)],
+            _ => Vec::new(),
+        });
+    }
     if !matches!(command, Command::Rollback { .. }) {
         return plan(command, set, applied_desc);
     }

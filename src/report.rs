@@ -31,6 +31,8 @@ pub mod exit {
     pub const BEHIND: i32 = 4;
     /// `status --check`: a tenant has versions this set does not know.
     pub const AHEAD: i32 = 5;
+    /// `status --check`: an applied migration's `up.sql` changed since it was applied.
+    pub const CHANGED: i32 = 6;
 }
 
 /// What happened to one tenant.
@@ -137,6 +139,11 @@ pub struct TenantReport {
     pub pending_count: usize,
     /// Applied versions this binary does not know.
     pub unknown: Vec<String>,
+    /// Versions of this set not applied (the pending migrations), oldest first.
+    pub pending: Vec<String>,
+    /// Applied versions whose `up.sql` differs from the one the run journal recorded when it
+    /// was applied (edited after it shipped); read by `status`.
+    pub changed_since_applied: Vec<String>,
     /// Things worth saying that are not errors (no-op `down.sql`, schema created, a retry, ...).
     pub notes: Vec<String>,
     /// New attempts made after a passing failure (a lock timeout, a deadlock, ...).
@@ -159,6 +166,8 @@ impl TenantReport {
             applied_count: 0,
             pending_count: 0,
             unknown: Vec::new(),
+            pending: Vec::new(),
+            changed_since_applied: Vec::new(),
             notes: Vec::new(),
             retries: 0,
             elapsed_ms: 0,
@@ -180,6 +189,30 @@ impl TenantReport {
         self.elapsed_ms = elapsed.as_millis().min(u64::MAX as u128) as u64;
         self
     }
+}
+
+/// How many tenants are at one version (`status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct VersionCount {
+    /// The newest applied version (`None`: nothing applied).
+    pub version: Option<String>,
+    /// Its directory name, when this set knows it.
+    pub name: Option<String>,
+    /// Tenants at it.
+    pub tenants: usize,
+}
+
+/// The newest journaled `up` run, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct LastRun {
+    /// Its id.
+    pub id: i64,
+    /// How it ended (`None`: running, or it died).
+    pub outcome: Option<String>,
+    /// The tenants it left failed.
+    pub failed: Vec<String>,
 }
 
 /// What a run did (names the command in reports and output).
@@ -207,6 +240,9 @@ pub enum RunKind {
     /// `tenant list` (a `status` shown as a list of tenants)
     #[serde(rename = "tenant list")]
     TenantList,
+    /// `mark applied|pending`
+    #[serde(rename = "mark")]
+    Mark,
 }
 
 impl RunKind {
@@ -220,6 +256,7 @@ impl RunKind {
             RunKind::TenantCreate => "tenant create",
             RunKind::TenantDrop => "tenant drop",
             RunKind::TenantList => "tenant list",
+            RunKind::Mark => "mark",
         }
     }
 
@@ -300,6 +337,10 @@ pub struct FleetReport {
     pub summary: Summary,
     /// The run's id in the run journal (`None`: a run that only reads, or without journal).
     pub run_id: Option<i64>,
+    /// `status`: how many tenants are at each newest version, newest version first.
+    pub versions: Vec<VersionCount>,
+    /// `status`: the newest journaled `up` run, with the tenants it left failed.
+    pub last_run: Option<LastRun>,
     /// Wall time of the run, in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -316,6 +357,8 @@ impl FleetReport {
             warnings: Vec::new(),
             summary: Summary::default(),
             run_id: None,
+            versions: Vec::new(),
+            last_run: None,
             elapsed_ms: 0,
         }
     }

@@ -107,6 +107,18 @@ pub enum Task {
         /// Revert even under migrations applied later.
         force: bool,
     },
+    /// Record a migration as applied (`applied`) or pending in each selected tenant's history
+    /// without running it, under the tenant's lock, journaled. Refused on a tenant where
+    /// the tables its `up.sql` creates say otherwise (missing when marking applied, present
+    /// when marking pending), unless `force`.
+    Mark {
+        /// The migration's version.
+        version: String,
+        /// `true`: mark applied; `false`: mark pending.
+        applied: bool,
+        /// Mark even against the schema.
+        force: bool,
+    },
     /// Drop tenant schemas (`DROP SCHEMA ... CASCADE`) under their lock. The names are the
     /// tenants: the runner's tenant source and selection do not apply.
     DropTenants {
@@ -130,6 +142,7 @@ impl Task {
             Task::CreateTenants { .. } => RunKind::TenantCreate,
             Task::DropTenants { .. } => RunKind::TenantDrop,
             Task::Rollback { .. } => RunKind::Down,
+            Task::Mark { .. } => RunKind::Mark,
         }
     }
 }
@@ -489,6 +502,18 @@ impl Runner {
             Task::Down(target) => migrate::run(&config, &Command::Down(target.clone()), kind, observer),
             Task::Redo { steps } => migrate::run(&config, &Command::Redo { steps: *steps }, kind, observer),
             Task::Status => migrate::run(&config, &Command::Status, kind, observer),
+            Task::Mark {
+                version,
+                applied,
+                force,
+            } => {
+                let command = Command::Mark {
+                    version: version.clone(),
+                    applied: *applied,
+                    force: *force,
+                };
+                migrate::run(&config, &command, kind, observer)
+            }
             Task::Rollback { run, force } => {
                 let command = Command::Rollback {
                     run: *run,

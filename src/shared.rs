@@ -37,7 +37,7 @@ impl<'c> Shared<'c> {
     pub(crate) fn load(config: &'c RunConfig, command: Option<&Command>) -> Result<Shared<'c>, Error> {
         let command = match command {
             // A rollback reverts tenants' migrations only.
-            None | Some(Command::Rollback { .. }) => {
+            None | Some(Command::Rollback { .. } | Command::Mark { .. }) => {
                 return Ok(Shared {
                     config,
                     command: Command::Status,

@@ -205,6 +205,28 @@ impl<'r> TenantRun<'r> {
     }
 
     fn step(&mut self, h: &mut TenantHarness<'_>, step: Step<'_>, in_tx: bool) -> Result<(), HarnessError> {
+        if let Command::Mark { force, .. } = self.command {
+            let applied = matches!(step, Step::Apply(_));
+            h.mark(step.migration(), applied, *force)?;
+            let v = step.migration().version.clone();
+            match applied {
+                true => {
+                    self.applied.push(v.clone());
+                    self.applied.sort_by(|a, b| b.cmp(a));
+                    self.report.applied.push(v);
+                }
+                false => {
+                    self.applied.retain(|a| *a != v);
+                    self.report.reverted.push(v);
+                }
+            }
+            self.report.notes.push(format!(
+                "{} marked {} without running it",
+                step.migration().dir_name,
+                if applied { "applied" } else { "pending" }
+            ));
+            return Ok(());
+        }
         match step {
             Step::Apply(m) => {
                 h.apply(m, in_tx)?;
@@ -246,12 +268,14 @@ impl<'r> TenantRun<'r> {
             .filter(|v| self.set.get(v).is_none())
             .cloned()
             .collect();
-        r.pending_count = self
+        r.pending = self
             .set
             .migrations()
             .iter()
             .filter(|m| !self.applied.contains(&m.version))
-            .count();
+            .map(|m| m.version.clone())
+            .collect();
+        r.pending_count = r.pending.len();
         self.report.took(self.started.elapsed())
     }
 }

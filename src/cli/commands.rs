@@ -170,7 +170,8 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
             (task.kind(), Some(task))
         }
     };
-    let mut printer = Printer::new(global.format, global.quiet, kind);
+    let behind_only = matches!(command, CliCommand::Status { behind_only: true, .. });
+    let mut printer = Printer::new(global.format, global.quiet, kind).behind_only(behind_only);
     let report = match task {
         Some(task) => runner.run(&task, &mut printer),
         None => runner.list_tenants(&mut printer),
@@ -178,7 +179,7 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
     .map_err(|e| names_hint(run_error(e), global))?;
     printer.finish(&report);
     match command {
-        CliCommand::Status { check: true } => Ok(gate(&report)),
+        CliCommand::Status { check: true, .. } => Ok(gate(&report)),
         _ => Ok(report.exit_code()),
     }
 }
@@ -197,6 +198,8 @@ fn gate(report: &crate::FleetReport) -> i32 {
             exit::AHEAD
         } else if t.pending_count > 0 {
             exit::BEHIND
+        } else if !t.changed_since_applied.is_empty() {
+            exit::CHANGED
         } else {
             exit::SUCCESS
         };
@@ -204,6 +207,7 @@ fn gate(report: &crate::FleetReport) -> i32 {
             (exit::TENANT_FAILED, _) | (_, exit::TENANT_FAILED) => exit::TENANT_FAILED,
             (exit::AHEAD, _) | (_, exit::AHEAD) => exit::AHEAD,
             (exit::BEHIND, _) | (_, exit::BEHIND) => exit::BEHIND,
+            (exit::CHANGED, _) | (_, exit::CHANGED) => exit::CHANGED,
             _ => exit::SUCCESS,
         };
     }

@@ -20,6 +20,7 @@ Exit codes:
   3  the database could not be reached, or was lost during the run
   4  status --check: a tenant is behind
   5  status --check: a tenant has versions this set does not know
+  6  status --check: an applied migration's up.sql changed since it was applied
   130, 143  interrupted by SIGINT, SIGTERM (tenants in flight rolled back, the rest not started)
 
 Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
@@ -262,9 +263,14 @@ pub enum CliCommand {
     Status {
         /// A deploy gate: exit 0 only when every tenant (and the shared schema) has every
         /// migration and no unknown version; else 1 (a tenant failed or is missing), 5 (a
-        /// tenant has versions this set does not know) or 4 (a tenant is behind).
+        /// tenant has versions this set does not know), 4 (a tenant is behind) or 6 (an
+        /// applied migration's up.sql changed since it was applied).
         #[arg(long)]
         check: bool,
+        /// List only the tenants that are not current (behind, ahead, failed, missing, or
+        /// with an up.sql changed since applied); the fleet summary still counts all.
+        #[arg(long)]
+        behind_only: bool,
     },
     /// List the migrations this binary runs (no database needed).
     List,
@@ -306,6 +312,10 @@ pub enum CliCommand {
     /// Create, drop or list tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Record a migration as applied or pending in the selected tenants' history without
+    /// running it (baseline a schema built by hand, repair a history), journaled.
+    #[command(subcommand)]
+    Mark(MarkCommand),
     /// Recent runs from the run journal (id, when, who, command, tenants ok/failed/skipped);
     /// `runs show ID` for one run's tenants and steps.
     Runs {
@@ -314,6 +324,26 @@ pub enum CliCommand {
         /// How many runs to list.
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MarkCommand {
+    /// Record VERSION as applied (refused where a table its up.sql creates does not exist).
+    Applied {
+        /// The migration's version (e.g. 2024-01-01-000003 or 20240101000003).
+        version: String,
+        /// Mark it even where its tables say otherwise.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Record VERSION as not applied (refused where a table its up.sql creates exists).
+    Pending {
+        /// The migration's version.
+        version: String,
+        /// Mark it even where its tables say otherwise.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -536,6 +566,16 @@ impl CliCommand {
             }),
             CliCommand::Redo { steps } => Task::Redo { steps: *steps },
             CliCommand::Status { .. } => Task::Status,
+            CliCommand::Mark(MarkCommand::Applied { version, force }) => Task::Mark {
+                version: version.clone(),
+                applied: true,
+                force: *force,
+            },
+            CliCommand::Mark(MarkCommand::Pending { version, force }) => Task::Mark {
+                version: version.clone(),
+                applied: false,
+                force: *force,
+            },
             _ => return None,
         })
     }

@@ -15,19 +15,47 @@ pub struct Printer {
     format: Format,
     quiet: bool,
     kind: RunKind,
+    /// `status`: only tenants that are not current.
+    behind_only: bool,
+    /// `status`: tenant lines wait for the fleet summary (and the journal's checksums).
+    hold: bool,
 }
 
 impl Printer {
     /// A printer for the reports of a `kind` run.
     pub fn new(format: Format, quiet: bool, kind: RunKind) -> Printer {
-        Printer { format, quiet, kind }
+        Printer {
+            format,
+            quiet,
+            kind,
+            behind_only: false,
+            hold: kind == RunKind::Status,
+        }
+    }
+
+    /// `status`: list only the tenants that are not current.
+    pub fn behind_only(mut self, behind_only: bool) -> Printer {
+        self.behind_only = behind_only;
+        self
     }
 
     /// Prints the end of the run: the summary (human) or the whole report (json).
     pub fn finish(&self, fleet: &FleetReport) {
         match self.format {
             Format::Json => outln!("{}", serde_json::to_string_pretty(fleet).unwrap_or_default()),
-            Format::Human => outln!("{}", summary(fleet)),
+            Format::Human => {
+                if self.hold {
+                    outln!("{}", fleet_status(fleet));
+                    let shown = fleet
+                        .tenants
+                        .iter()
+                        .filter(|r| self.shows() && !(self.behind_only && current(r)));
+                    for r in shown {
+                        outln!("{}", tenant_line(r, self.kind));
+                    }
+                }
+                outln!("{}", summary(fleet))
+            }
         }
     }
 
@@ -85,7 +113,7 @@ impl Observer for Printer {
     }
 
     fn tenant_done(&mut self, report: &TenantReport) {
-        if self.shows() {
+        if self.shows() && !self.hold {
             outln!("{}", tenant_line(report, self.kind));
             for note in &report.notes {
                 outln!("    note: {note}");
@@ -105,10 +133,16 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
     match &r.outcome {
         Outcome::Unchanged if kind.reads_only() && !r.exists => format!("{name}: schema does not exist"),
         Outcome::Unchanged if kind.reads_only() => {
-            let unknown = match r.unknown.is_empty() {
+            let mut unknown = match r.unknown.is_empty() {
                 true => String::new(),
                 false => format!(", unknown applied versions: {}", r.unknown.join(", ")),
             };
+            if !r.changed_since_applied.is_empty() {
+                unknown.push_str(&format!(
+                    ", up.sql changed since applied: {}",
+                    r.changed_since_applied.join(", ")
+                ));
+            }
             format!(
                 "{name}: {after} ({} applied, {} pending{unknown})",
                 r.applied_count, r.pending_count
@@ -116,7 +150,9 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
         }
         Outcome::Unchanged if kind == RunKind::Down => format!("{name}: nothing to revert (at {after})"),
         Outcome::Unchanged if kind == RunKind::Redo => format!("{name}: nothing to redo (at {after})"),
+        Outcome::Unchanged if kind == RunKind::Mark => format!("{name}: already so, at {after}"),
         Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
+        Outcome::Changed if kind == RunKind::Mark => format!("{name}: {before} -> {after} (history only)"),
         Outcome::Changed if kind == RunKind::TenantDrop => {
             format!("{name}: dropped (was at {before}, {} ms)", r.elapsed_ms)
         }
@@ -182,6 +218,54 @@ fn counts(r: &TenantReport) -> String {
         (0, d) => format!("{d} reverted"),
         (a, d) => format!("{d} reverted, {a} applied"),
     }
+}
+
+/// Whether a tenant is where the set says it should be.
+fn current(r: &TenantReport) -> bool {
+    r.exists && !r.failed() && r.pending_count == 0 && r.unknown.is_empty() && r.changed_since_applied.is_empty()
+}
+
+/// `status`: the fleet at a glance, before the tenant lines.
+fn fleet_status(fleet: &FleetReport) -> String {
+    let histogram: Vec<String> = fleet
+        .versions
+        .iter()
+        .map(|v| {
+            let at = v.name.as_deref().or(v.version.as_deref()).unwrap_or("nothing applied");
+            format!("{at}: {} tenant(s)", v.tenants)
+        })
+        .collect();
+    let t = &fleet.tenants;
+    let count = |f: &dyn Fn(&TenantReport) -> bool| t.iter().filter(|r| f(r)).count();
+    let up_to_date = count(&current);
+    let behind = count(&|r| r.exists && !r.failed() && r.pending_count > 0);
+    let ahead = count(&|r| !r.unknown.is_empty());
+    let missing = count(&|r| !r.exists);
+    let changed = count(&|r| !r.changed_since_applied.is_empty());
+    let mut text = format!(
+        "versions: {}
+fleet: {} tenant(s): {up_to_date} up to date, {behind} behind, {ahead} ahead (versions this set \
+         does not know), {missing} missing schema, {changed} with up.sql changed since applied",
+        if histogram.is_empty() {
+            "none".to_string()
+        } else {
+            histogram.join(" · ")
+        },
+        t.len()
+    );
+    if let Some(last) = &fleet.last_run {
+        let outcome = last.outcome.as_deref().unwrap_or("not finished");
+        text.push_str(&format!(
+            ", {} failed in the last up run (run {}, {outcome})",
+            last.failed.len(),
+            last.id
+        ));
+        if !last.failed.is_empty() {
+            let shown: Vec<&str> = last.failed.iter().take(10).map(String::as_str).collect();
+            text.push_str(&format!(": {}", shown.join(", ")));
+        }
+    }
+    text
 }
 
 /// The closing summary, naming every failed tenant.

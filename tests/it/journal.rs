@@ -441,3 +441,87 @@ fn the_library_reads_the_journal_typed() {
     assert_eq!(rolled_back.summary.reverted, 5);
     assert!(history(&db, "a").is_empty());
 }
+
+#[test]
+fn status_opens_with_the_fleet_and_flags_edited_migrations() {
+    let db = TestDb::new();
+    create_schemas(&db, &["a", "b", "c"]);
+    let set = first_release(false);
+    assert_code(&mt_dir(&db, &set, &["--tenants", "a,b,c", "up"]), 0);
+    assert_code(&mt_dir(&db, &set, &["--tenants", "c", "down"]), 0);
+    let out = mt_dir(&db, &set, &["--tenants", "a,b,c", "status", "--behind-only"]);
+    assert_code(&out, 0);
+    assert_contains(
+        &out.stdout,
+        &[
+            &format!("versions: {THIRD}: 2 tenant(s) · {SECOND}: 1 tenant(s)"),
+            "fleet: 3 tenant(s): 2 up to date, 1 behind",
+            "0 failed in the last up run",
+            "c: 20240101000002 (2 applied, 1 pending)",
+        ],
+    );
+    assert!(
+        !out.stdout.contains("a: "),
+        "--behind-only hides current tenants: {}",
+        out.stdout
+    );
+    // JSON lists the pending versions per tenant, and the histogram.
+    let out = mt_dir(&db, &set, &["--tenants", "a,b,c", "status", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(doc["tenants"][2]["pending"], serde_json::json!(["20240101000003"]));
+    assert_eq!(doc["versions"][0]["name"], THIRD);
+    assert_eq!(doc["versions"][0]["tenants"], 2);
+
+    // The first migration's up.sql is edited after it shipped: the gate says so (exit 6).
+    assert_code(&mt_dir(&db, &set, &["--tenants", "c", "up"]), 0);
+    set.add(FIRST, "CREATE TABLE m1 (id int, extra int);", Some("DROP TABLE m1;"));
+    let out = mt_dir(&db, &set, &["--tenants", "a,b,c", "status", "--check"]);
+    assert_code(&out, 6);
+    assert_contains(
+        &out.stdout,
+        &[
+            "3 with up.sql changed since applied",
+            "up.sql changed since applied: 20240101000001",
+        ],
+    );
+}
+
+#[test]
+fn mark_applied_and_pending_round_trip_and_refuse_contradictions() {
+    let db = TestDb::new();
+    create_schemas(&db, &["legacy"]);
+    // A schema built by hand holds the first two migrations' tables.
+    db.exec("CREATE TABLE legacy.m1 (id int); CREATE TABLE legacy.m2 (id int);");
+    let set = first_release(false);
+    let before = snapshot(&db);
+    let out = mt_dir(&db, &set, &["--tenants", "legacy", "mark", "applied", "20240101000003"]);
+    assert_code(&out, 1);
+    assert_contains(&out.stdout, &["contradict", "m3", "does not exist"]);
+    assert_eq!(snapshot(&db), before, "a refused mark changes nothing");
+    for v in ["20240101000001", "2024-01-01-000002"] {
+        assert_code(&mt_dir(&db, &set, &["--tenants", "legacy", "mark", "applied", v]), 0);
+    }
+    assert_eq!(history(&db, "legacy"), ["20240101000001", "20240101000002"]);
+    // up now runs only the third.
+    let out = mt_dir(&db, &set, &["--tenants", "legacy", "up"]);
+    assert_code(&out, 0);
+    assert_contains(&out.stdout, &["legacy: 20240101000002 -> 20240101000003 (1 applied"]);
+    // Marking pending a migration whose table exists is refused, then forced.
+    let out = mt_dir(&db, &set, &["--tenants", "legacy", "mark", "pending", "20240101000003"]);
+    assert_code(&out, 1);
+    assert_eq!(history(&db, "legacy").len(), 3);
+    let out = mt_dir(
+        &db,
+        &set,
+        &["--tenants", "legacy", "mark", "pending", "20240101000003", "--force"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(history(&db, "legacy"), ["20240101000001", "20240101000002"]);
+    assert!(relation_exists(&db, "legacy", "m3"), "marking never runs SQL");
+    // Journaled as marks.
+    let marks = q(
+        &db,
+        "SELECT direction || ' ' || status FROM migrate_tenants.steps WHERE direction LIKE 'mark%' ORDER BY id",
+    );
+    assert_eq!(marks, ["mark applied done", "mark applied done", "mark pending done"]);
+}
