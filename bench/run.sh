@@ -12,7 +12,7 @@
 #   REPS         repetitions of every timed phase; the best is kept (default 1)
 #   CONCURRENCY  passed as --concurrency to every tool run (default: the tool's own default)
 #   SWEEP        space-separated concurrencies to sweep on the fresh apply at N
-#   PHASES       subset of "fresh noop sweep pool" (default: "fresh noop pool", plus "sweep" when SWEEP is set)
+#   PHASES       subset of "fresh noop sweep pool journal" (default: "fresh noop pool", plus "sweep" when SWEEP is set)
 #   POOL_N       checkouts per side in the pool phase (default 5000)
 #   SETUP_JOBS   parallel psql sessions that create the no-op phase's tenants (default 4; untimed)
 #   SKIP_BUILD=1 use the existing target/release/migrate-tenants (BIN=path overrides it)
@@ -183,7 +183,7 @@ GEN_SQL() { python3 "$GEN" "$@" "$MIGS"; }
 
 # ---------------------------------------------------------------- 1. fresh apply
 FLOOR_MS=
-if has_phase fresh || has_phase sweep; then
+if has_phase fresh || has_phase sweep || has_phase journal; then
   tenants_file "$N" "$WORK/fresh.tenants"
   GEN_SQL "$N" migrate >"$WORK/floor-migrate.sql"
 fi
@@ -260,6 +260,29 @@ if has_phase noop; then
   summary "no-op, $NOOP_N tenants, --schema-pattern: tool/floor" "${RP}x" "$(secs "$P_MS") / $(secs "$N_MS")" "target <= 2x: $(verdict "$RP" 2)"
   summary "no-op, $NOOP_N tenants, --tenants-file: tool/floor" "${RF}x" "$(secs "$F_MS") / $(secs "$N_MS")" "target <= 2x: $(verdict "$RF" 2)"
   summary "peak RSS no-op: $NOOP_N / $RSS_SMALL tenants" "${RR}x" "$(max "$P_RSS" "$F_RSS") KB / $S_RSS KB" "target <= 1.5x: $(verdict "$RR" 1.5)"
+fi
+
+# ---------------------------------------------------------------- run journal overhead
+# The same fresh apply and no-op with the journal (default) and with --no-journal, alternated.
+if has_phase journal; then
+  echo
+  echo "== run journal: fresh apply of $N tenants and a no-op over them, with and without (best of $REPS)"
+  J_MS= ; NJ_MS= ; JN_MS= ; NJN_MS=
+  for rep in $(seq 1 "$REPS"); do
+    reset_db
+    run_tool journal-fresh up -q --tenants-file "$WORK/fresh.tenants" --missing create; J_MS=$(min "$T_MS" "$J_MS")
+    run_tool journal-noop up -q --tenants-file "$WORK/fresh.tenants";                  JN_MS=$(min "$T_MS" "$JN_MS")
+    verify "$N"
+    reset_db
+    run_tool nojournal-fresh up -q --no-journal --tenants-file "$WORK/fresh.tenants" --missing create; NJ_MS=$(min "$T_MS" "$NJ_MS")
+    run_tool nojournal-noop up -q --no-journal --tenants-file "$WORK/fresh.tenants";                  NJN_MS=$(min "$T_MS" "$NJN_MS")
+    verify "$N"
+  done
+  RJ=$(div "$J_MS" "$NJ_MS"); RJN=$(div "$JN_MS" "$NJN_MS")
+  printf '  fresh: journal %10s  no journal %10s  ratio %s\n' "$(secs "$J_MS")" "$(secs "$NJ_MS")" "$RJ"
+  printf '  no-op: journal %10s  no journal %10s  ratio %s\n' "$(secs "$JN_MS")" "$(secs "$NJN_MS")" "$RJN"
+  summary "journal overhead, fresh apply N=$N: with / without" "${RJ}x" "$(secs "$J_MS") / $(secs "$NJ_MS")" "target <= 1.15x: $(verdict "$RJ" 1.15)"
+  summary "journal overhead, no-op N=$N: with / without" "${RJN}x" "$(secs "$JN_MS") / $(secs "$NJN_MS")" "target <= 1.3x: $(verdict "$RJN" 1.3)"
 fi
 
 # ---------------------------------------------------------------- 3. concurrency sweep
