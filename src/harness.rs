@@ -467,11 +467,13 @@ COMMIT;",
     }
 
     /// The journal's record of a step, to send with its history change (`;` first), or
-    /// nothing without a journal.
+    /// nothing without a journal. It is written as the session's own role: a migration that
+    /// ran `SET ROLE` keeps that role for its history row (as before) and, after COMMIT, for
+    /// the rest of the session, but the journal is not its to write.
     fn journaled(&self, m: &Migration, kind: StepKind) -> String {
-        self.journal
-            .as_ref()
-            .map_or_else(String::new, |j| format!(";\n{}", j.step_done(&self.schema, m, kind)))
+        self.journal.as_ref().map_or_else(String::new, |j| {
+            format!(";\nSET LOCAL ROLE NONE;\n{}", j.step_done(&self.schema, m, kind))
+        })
     }
 
     /// Records a failed step in the journal (after its rollback; a journal that cannot be
@@ -484,8 +486,12 @@ COMMIT;",
     fn journal_failure_with(&mut self, m: &Migration, up: bool, error: &HarnessError, sqlstate: Option<&str>) {
         let Some(journal) = &self.journal else { return };
         let kind = if up { StepKind::Up } else { StepKind::Down };
-        let sql = journal.step_failed(&self.schema, m, kind, &error.to_string(), sqlstate);
+        let sql = format!(
+            "BEGIN; SET LOCAL ROLE NONE; {}; COMMIT;",
+            journal.step_failed(&self.schema, m, kind, &error.to_string(), sqlstate)
+        );
         if let Err(e) = self.conn().batch_execute(&sql) {
+            let _ = self.conn().batch_execute("ROLLBACK");
             log::warn!(
                 "{}: could not record the failed step in the run journal: {e}",
                 self.schema
