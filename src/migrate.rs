@@ -62,8 +62,8 @@ pub(crate) fn run(
     if let Command::Rollback { force, .. } = command {
         undo.check(&found.tenants, &states, set, *force)?;
     }
-    refuse_mixed_versions(config, command, set, &states)?;
     refuse_irreversible(command, set, &found.tenants, &states)?;
+    refuse_mixed_versions(config, command, set, &states)?;
     fleet.shared.refuse_irreversible(&mut fleet.db)?;
     refuse_non_atomic(config, command, set, &states)?;
     fleet.journal_tenants(&found.tenants)?;
