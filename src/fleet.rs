@@ -83,12 +83,18 @@ impl<'c> Fleet<'c> {
             observer.warning(warning);
         }
         let journal = match &config.journal {
-            Some(journal) if !kind.reads_only() => Some(Journal::begin(&mut db.control, journal, &report.run)?),
+            Some(journal) if !kind.reads_only() => {
+                let target = match command {
+                    Some(Command::Up { to }) => to.as_deref(),
+                    _ => None,
+                };
+                Some(Journal::begin(&mut db.control, journal, &report.run, target)?)
+            }
             _ => None,
         };
         report.run_id = journal.as_ref().map(|j| j.run().id());
         let mut shared = shared;
-        shared.journal = journal.as_ref().map(|j| j.run().clone());
+        shared.journal = journal.as_ref().map(|j| j.run().for_shared());
         Ok(Fleet {
             db,
             shared,
@@ -122,6 +128,14 @@ impl<'c> Fleet<'c> {
                 journal.tenants(&mut self.db.control, &names)
             }
             None => Ok(()),
+        }
+    }
+
+    /// Records the tenants a resumed run carries over from run `from` without running them.
+    pub(crate) fn journal_carried(&mut self, tenants: &[String], from: i64) -> Result<(), Error> {
+        match &mut self.journal {
+            Some(journal) if !tenants.is_empty() => journal.carried(&mut self.db.control, tenants, from),
+            _ => Ok(()),
         }
     }
 

@@ -471,8 +471,14 @@ COMMIT;",
     /// ran `SET ROLE` keeps that role for its history row (as before) and, after COMMIT, for
     /// the rest of the session, but the journal is not its to write.
     fn journaled(&self, m: &Migration, kind: StepKind) -> String {
+        // The migration's role is restored right after, for the steps that follow in the
+        // same transaction (an all-or-nothing run).
         self.journal.as_ref().map_or_else(String::new, |j| {
-            format!(";\nSET LOCAL ROLE NONE;\n{}", j.step_done(&self.schema, m, kind))
+            format!(
+                ";\nSELECT set_config('migrate_tenants.role', current_setting('role'), true);\nSET LOCAL ROLE NONE;\n{};\n\
+                 SELECT set_config('role', current_setting('migrate_tenants.role'), true)",
+                j.step_done(&self.schema, m, kind)
+            )
         })
     }
 

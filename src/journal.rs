@@ -28,6 +28,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
+/// A string literal that means the same whatever `standard_conforming_strings` says (a
+/// `down.sql` with backslashes must be kept byte for byte).
+fn escaped_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// The journal's default schema.
 pub const DEFAULT_JOURNAL_SCHEMA: &str = "migrate_tenants";
 
@@ -45,6 +51,7 @@ CREATE TABLE IF NOT EXISTS {s}.runs (
     pid           integer NOT NULL,
     tool_version  text NOT NULL,
     source        text NOT NULL,
+    target_version varchar(50),
     db_user       text NOT NULL DEFAULT current_user,
     started_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
@@ -69,6 +76,7 @@ CREATE TABLE IF NOT EXISTS {s}.steps (
     id                  bigserial PRIMARY KEY,
     run_id              bigint NOT NULL REFERENCES {s}.runs (id) ON DELETE CASCADE,
     tenant              text NOT NULL,
+    scope               text NOT NULL DEFAULT 'tenant',
     version             varchar(50) NOT NULL,
     name                text NOT NULL,
     direction           text NOT NULL,
@@ -112,6 +120,8 @@ pub(crate) struct JournalConfig {
 pub(crate) struct JournalRun {
     schema: SchemaName,
     id: i64,
+    /// Steps of the shared schema (never reverted by a rollback of the run).
+    shared: bool,
 }
 
 /// What a journaled step did.
@@ -138,6 +148,14 @@ impl JournalRun {
     /// The run's id.
     pub(crate) fn id(&self) -> i64 {
         self.id
+    }
+
+    /// The same run, for the shared schema's steps.
+    pub(crate) fn for_shared(&self) -> JournalRun {
+        JournalRun {
+            shared: true,
+            ..self.clone()
+        }
     }
 
     /// The statement that records a successful step; sent with the step's history change so
@@ -167,7 +185,7 @@ impl JournalRun {
         error: Option<&str>,
         sqlstate: Option<&str>,
     ) -> String {
-        let text = |v: Option<&str>| v.map_or_else(|| "NULL".to_string(), quote_literal);
+        let text = |v: Option<&str>| v.map_or_else(|| "NULL".to_string(), escaped_literal);
         let down = match &m.down {
             DownSql::Missing => None,
             DownSql::NoOp => Some(""),
@@ -175,16 +193,17 @@ impl JournalRun {
         };
         let up = kind == StepKind::Up;
         format!(
-            "INSERT INTO {}.steps (run_id, tenant, version, name, direction, status, error, sqlstate, duration_ms, \
-             up_checksum, down_sql, run_in_transaction) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, \
+            "INSERT INTO {}.steps (run_id, tenant, scope, version, name, direction, status, error, sqlstate, \
+             duration_ms, up_checksum, down_sql, run_in_transaction) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, \
              (extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint, {}, {}, {})",
             self.schema.quoted(),
             self.id,
-            quote_literal(tenant.as_str()),
-            quote_literal(&m.version),
-            quote_literal(&m.dir_name),
-            quote_literal(kind.name()),
-            quote_literal(status),
+            escaped_literal(tenant.as_str()),
+            if self.shared { "'shared'" } else { "'tenant'" },
+            escaped_literal(&m.version),
+            escaped_literal(&m.dir_name),
+            escaped_literal(kind.name()),
+            escaped_literal(status),
             text(error),
             text(sqlstate),
             text(up.then(|| checksum(&m.up)).as_deref()),
@@ -204,12 +223,17 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Creates the tables when needed and the run's row.
-    pub(crate) fn begin(conn: &mut PgConnection, config: &JournalConfig, info: &RunInfo) -> Result<Journal, Error> {
+    pub(crate) fn begin(
+        conn: &mut PgConnection,
+        config: &JournalConfig,
+        info: &RunInfo,
+        target: Option<&str>,
+    ) -> Result<Journal, Error> {
         ensure_tables(conn, &config.schema)?;
         let host = hostname();
         let row: IdRow = diesel::sql_query(format!(
-            "INSERT INTO {}.runs (command, arguments, host, pid, tool_version, source) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO {}.runs (command, arguments, host, pid, tool_version, source, target_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             config.schema.quoted()
         ))
         .bind::<Text, _>(info.command.name())
@@ -218,12 +242,14 @@ impl Journal {
         .bind::<Integer, _>(std::process::id() as i32)
         .bind::<Text, _>(env!("CARGO_PKG_VERSION"))
         .bind::<Text, _>(info.source.to_string())
+        .bind::<Nullable<Text>, _>(target)
         .get_result(conn)
         .map_err(|e| journal_error(&config.schema, "recording the run", &e))?;
         Ok(Journal {
             run: JournalRun {
                 schema: config.schema.clone(),
                 id: row.id,
+                shared: false,
             },
             pending: Vec::new(),
             flushed: Instant::now(),
@@ -243,6 +269,22 @@ impl Journal {
         ))
         .bind::<BigInt, _>(self.run.id)
         .bind::<Array<Text>, _>(tenants)
+        .execute(conn)
+        .map_err(|e| journal_error(&self.run.schema, "recording the run's tenants", &e))?;
+        Ok(())
+    }
+
+    /// Records tenants a resumed run did not select but its parent left unfinished, as
+    /// `skipped`, so that resuming this run later still finds them.
+    pub(crate) fn carried(&mut self, conn: &mut PgConnection, tenants: &[String], from: i64) -> Result<(), Error> {
+        diesel::sql_query(format!(
+            "INSERT INTO {}.run_tenants (run_id, tenant, outcome, error) SELECT $1, t, 'skipped', $3 \
+             FROM unnest($2) AS t ON CONFLICT DO NOTHING",
+            self.run.schema.quoted()
+        ))
+        .bind::<BigInt, _>(self.run.id)
+        .bind::<Array<Text>, _>(tenants)
+        .bind::<Text, _>(format!("not selected; carried over unfinished from run {from}"))
         .execute(conn)
         .map_err(|e| journal_error(&self.run.schema, "recording the run's tenants", &e))?;
         Ok(())
@@ -294,6 +336,20 @@ impl Journal {
         }
     }
 
+    /// Closes the run's row as `error`: it stopped with an error before reaching the tenants
+    /// (what it did to the shared schema, if anything, is in its steps).
+    pub(crate) fn abandon(self, conn: &mut PgConnection) {
+        let result = diesel::sql_query(format!(
+            "UPDATE {}.runs SET finished_at = now(), outcome = 'error' WHERE id = $1",
+            self.run.schema.quoted()
+        ))
+        .bind::<BigInt, _>(self.run.id)
+        .execute(conn);
+        if let Err(e) = result {
+            log::warn!("could not close run {} in the run journal: {e}", self.run.id);
+        }
+    }
+
     /// Writes every tenant's outcome (those written while the run went on again, with those
     /// settled without a worker) and closes the run's row.
     pub(crate) fn finish(mut self, conn: &mut PgConnection, report: &FleetReport) {
@@ -312,22 +368,6 @@ impl Journal {
         .bind::<Integer, _>(s.unchanged as i32)
         .bind::<Integer, _>(s.failed as i32)
         .bind::<Integer, _>(s.skipped as i32)
-        .execute(conn);
-        if let Err(e) = result {
-            log::warn!("could not close run {} in the run journal: {e}", self.run.id);
-        }
-    }
-}
-
-impl Journal {
-    /// Closes the run's row as `error`: it stopped with an error before reaching the tenants
-    /// (what it did to the shared schema, if anything, is in its steps).
-    pub(crate) fn abandon(self, conn: &mut PgConnection) {
-        let result = diesel::sql_query(format!(
-            "UPDATE {}.runs SET finished_at = now(), outcome = 'error' WHERE id = $1",
-            self.run.schema.quoted()
-        ))
-        .bind::<BigInt, _>(self.run.id)
         .execute(conn);
         if let Err(e) = result {
             log::warn!("could not close run {} in the run journal: {e}", self.run.id);
@@ -377,8 +417,8 @@ fn ensure_tables(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), Err
 
 fn journal_error(schema: &SchemaName, what: &str, e: &diesel::result::Error) -> Error {
     Error::Journal(format!(
-        "{what} in schema {schema}: {e}. Nothing was changed. Give the role CREATE on the database (or create \
-         the schema for it), choose another journal schema, or run without a journal"
+        "{what} in schema {schema}: {e}. No tenant was touched. Give the role CREATE on the database (or \
+         create the schema for it), choose another journal schema, or run without a journal"
     ))
 }
 
@@ -594,7 +634,8 @@ pub(crate) fn latest_run(
         return Ok(None);
     }
     let row: Option<IdRow> = diesel::sql_query(format!(
-        "SELECT id FROM {}.runs WHERE command = $1 AND id <> $2 ORDER BY id DESC LIMIT 1",
+        "SELECT id FROM {}.runs WHERE command = $1 AND id <> $2 AND outcome IS DISTINCT FROM 'error' \
+         ORDER BY id DESC LIMIT 1",
         schema.quoted()
     ))
     .bind::<Text, _>(command)
@@ -602,6 +643,33 @@ pub(crate) fn latest_run(
     .get_result(conn)
     .optional()?;
     Ok(row.map(|r| r.id))
+}
+
+#[derive(QueryableByName)]
+struct HeadRow {
+    #[diesel(sql_type = Text)]
+    command: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    target_version: Option<String>,
+}
+
+/// Run `id`'s command and `up --to` target (`None`: no such run).
+pub(crate) fn run_head(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    id: i64,
+) -> QueryResult<Option<(String, Option<String>)>> {
+    if !exists(conn, schema)? {
+        return Ok(None);
+    }
+    let row: Option<HeadRow> = diesel::sql_query(format!(
+        "SELECT command, target_version::text FROM {}.runs WHERE id = $1",
+        schema.quoted()
+    ))
+    .bind::<BigInt, _>(id)
+    .get_result(conn)
+    .optional()?;
+    Ok(row.map(|r| (r.command, r.target_version)))
 }
 
 #[derive(QueryableByName)]
@@ -646,21 +714,41 @@ pub(crate) struct AppliedStep {
     pub(crate) down_sql: Option<String>,
     #[diesel(sql_type = Bool)]
     pub(crate) run_in_transaction: bool,
+    /// Still the run's to revert: not reverted since by another run, nor applied again.
+    #[diesel(sql_type = Bool)]
+    pub(crate) owned: bool,
 }
 
-/// What run `id` applied on each tenant, newest first: its successful `up` steps, except
-/// versions the same run had reverted first (a `redo`) and versions a later run applied again
-/// (after a rollback: that later run owns them now).
+/// What run `id` applied on each tenant, newest first: its successful `up` steps, each marked
+/// `owned` unless the same run had reverted it first (a `redo`), a later run reverted it (a
+/// rollback; a later redo does not count) or a later run applied it again.
 pub(crate) fn applied_by_run(conn: &mut PgConnection, schema: &SchemaName, id: i64) -> QueryResult<Vec<AppliedStep>> {
     let s = schema.quoted();
+    let same = "x.tenant = u.tenant AND x.version = u.version AND x.status = 'done'";
+    // A redo run's re-apply of what it had just reverted: that run did not add it.
+    let same_run_reverted_first = format!(
+        "SELECT 1 FROM {s}.steps x WHERE {same} AND x.run_id = u.run_id AND x.direction = 'down' AND x.id < u.id"
+    );
+    // Reverted later by another run (and not re-applied by that same run, as a redo does).
+    let later_run_reverted = format!(
+        "SELECT 1 FROM {s}.steps x WHERE {same} AND x.run_id <> u.run_id AND x.id > u.id \
+         AND x.direction IN ('down', 'mark pending') AND NOT EXISTS (SELECT 1 FROM {s}.steps y \
+         WHERE y.run_id = x.run_id AND y.tenant = x.tenant AND y.version = x.version AND y.status = 'done' \
+         AND y.direction IN ('up', 'mark applied') AND y.id > x.id)"
+    );
+    // Applied again by another run (after a revert the journal did not see), unless that run
+    // had reverted it first (a redo).
+    let later_run_applied = format!(
+        "SELECT 1 FROM {s}.steps x WHERE {same} AND x.run_id <> u.run_id AND x.id > u.id \
+         AND x.direction IN ('up', 'mark applied') AND NOT EXISTS (SELECT 1 FROM {s}.steps y \
+         WHERE y.run_id = x.run_id AND y.tenant = x.tenant AND y.version = x.version AND y.status = 'done' \
+         AND y.direction = 'down' AND y.id < x.id)"
+    );
     diesel::sql_query(format!(
-        "SELECT u.tenant, u.version::text, u.name, u.down_sql, u.run_in_transaction FROM {s}.steps u \
-         WHERE u.run_id = $1 AND u.direction = 'up' AND u.status = 'done' \
-         AND NOT EXISTS (SELECT 1 FROM {s}.steps d WHERE d.run_id = u.run_id AND d.tenant = u.tenant \
-                         AND d.version = u.version AND d.direction = 'down' AND d.status = 'done' AND d.id < u.id) \
-         AND NOT EXISTS (SELECT 1 FROM {s}.steps l WHERE l.tenant = u.tenant AND l.version = u.version \
-                         AND l.direction IN ('up', 'mark applied') AND l.status = 'done' AND l.id > u.id \
-                         AND l.run_id <> u.run_id) \
+        "SELECT u.tenant, u.version::text, u.name, u.down_sql, u.run_in_transaction, \
+         NOT EXISTS ({same_run_reverted_first}) AND NOT EXISTS ({later_run_reverted}) \
+         AND NOT EXISTS ({later_run_applied}) AS owned FROM {s}.steps u \
+         WHERE u.run_id = $1 AND u.scope = 'tenant' AND u.direction = 'up' AND u.status = 'done' \
          ORDER BY u.tenant, u.version DESC"
     ))
     .bind::<BigInt, _>(id)

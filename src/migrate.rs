@@ -16,7 +16,7 @@ use crate::harness::{HarnessError, Transient};
 use crate::observer::Observer;
 use crate::plan;
 use crate::report::{FleetReport, Outcome, RunKind, TenantReport};
-use crate::rollback::{resume_tenants, Undo};
+use crate::rollback::{resume_tenants, Resumed, Undo};
 use crate::status;
 use crate::tenant::SchemaName;
 use crate::tenant_run::{Tenant, TenantRun};
@@ -102,17 +102,62 @@ fn from_the_journal(
         }
         (_, Some((resume, failed_only))) => {
             let current = fleet.journal_run().map(|j| j.id());
-            let (id, names) = resume_tenants(&mut fleet.db.control, schema, resume, failed_only, current)?;
-            log::info!("resuming run {id}: {} tenant(s) to run again", names.len());
-            names
+            let resumed = resume_tenants(&mut fleet.db.control, schema, resume, failed_only, current)?;
+            return resumed_tenants(config, command, fleet, resumed);
         }
         _ => Vec::new(),
     };
-    let strict = RunConfig {
+    select(&strict(config), names)
+}
+
+/// A resumed `up`: the run's tenants, selected; the ones it does not select are carried over
+/// (so resuming this run later still finds them). The resumed run's `up --to` target holds.
+fn resumed_tenants(
+    config: &RunConfig,
+    command: &Command,
+    fleet: &mut Fleet<'_>,
+    resumed: Resumed,
+) -> Result<Discovered, Error> {
+    let to = match command {
+        Command::Up { to } => to
+            .as_deref()
+            .and_then(|v| config.migrations.resolve_version(v))
+            .map(|m| &m.version),
+        _ => None,
+    };
+    if let Some(target) = &resumed.target {
+        if to != Some(target) {
+            return Err(Error::Refused {
+                refusal: Refusal::NoSuchRun,
+                message: format!(
+                    "run {} applied migrations up to version {target} only; resume it with the same target version \
+                     (without it, the resumed tenants would get migrations the others did not)",
+                    resumed.id
+                ),
+            });
+        }
+    }
+    log::info!(
+        "resuming run {}: {} tenant(s) to run again",
+        resumed.id,
+        resumed.tenants.len()
+    );
+    let found = select(&strict(config), resumed.tenants)?;
+    let carried: Vec<String> = resumed
+        .unfinished
+        .into_iter()
+        .filter(|t| !found.tenants.iter().any(|s| s.as_str() == t))
+        .collect();
+    fleet.journal_carried(&carried, resumed.id)?;
+    Ok(found)
+}
+
+/// Names from the journal are checked strictly, like a list.
+fn strict(config: &RunConfig) -> RunConfig {
+    RunConfig {
         strict: true,
         ..config.clone()
-    };
-    select(&strict, names)
+    }
 }
 
 /// Refuses `down --steps N` over tenants whose newest versions differ: the same N would

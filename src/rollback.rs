@@ -38,10 +38,12 @@ impl Undo {
         if steps.is_empty() {
             return Err(no_such_run(conn, schema, id));
         }
+        // Every tenant the run changed is part of the rollback, even with nothing left to
+        // revert (run again, it reports them unchanged).
         let mut by_tenant: BTreeMap<String, Vec<Migration>> = BTreeMap::new();
         for step in steps {
-            let migration = migration_of(&step, set);
-            by_tenant.entry(step.tenant).or_default().push(migration);
+            let owned = step.owned.then(|| migration_of(&step, set));
+            by_tenant.entry(step.tenant).or_default().extend(owned);
         }
         Ok(Undo { by_tenant })
     }
@@ -144,12 +146,9 @@ fn migration_of(step: &AppliedStep, set: &MigrationSet) -> Migration {
 }
 
 fn no_such_run(conn: &mut PgConnection, schema: &SchemaName, id: i64) -> Error {
-    let known = journal::run_detail(conn, schema, id).ok().flatten();
+    let known = journal::run_head(conn, schema, id).ok().flatten();
     let message = match known {
-        Some(detail) => format!(
-            "run {id} ({}) kept no applied migration: there is nothing to roll back",
-            detail.run.command
-        ),
+        Some((command, _)) => format!("run {id} ({command}) kept no applied migration: there is nothing to roll back"),
         None => format!("the run journal (schema {schema}) has no run {id}"),
     };
     Error::Refused {
@@ -168,6 +167,18 @@ pub enum Resume {
     Run(i64),
 }
 
+/// What a resumed `up` takes from the run it resumes.
+pub(crate) struct Resumed {
+    /// The run resumed.
+    pub(crate) id: i64,
+    /// Its `--to` target, if it had one.
+    pub(crate) target: Option<String>,
+    /// The tenants to run again.
+    pub(crate) tenants: Vec<String>,
+    /// Every tenant it left unfinished (failed, skipped, never reached).
+    pub(crate) unfinished: Vec<String>,
+}
+
 /// The tenants to run again: those that failed in the run to resume and, unless
 /// `failed_only`, those it skipped or never reached.
 pub(crate) fn resume_tenants(
@@ -176,34 +187,43 @@ pub(crate) fn resume_tenants(
     resume: Resume,
     failed_only: bool,
     current: Option<i64>,
-) -> Result<(i64, Vec<String>), Error> {
+) -> Result<Resumed, Error> {
     let db = |e: diesel::result::Error| Error::Database {
         context: "reading the run journal".into(),
         message: e.to_string(),
     };
+    let refused = |message: String| Error::Refused {
+        refusal: Refusal::NoSuchRun,
+        message,
+    };
     let id = match resume {
-        Resume::Run(id) => match journal::run_detail(conn, schema, id).map_err(db)? {
-            Some(d) if d.run.command == "up" => id,
-            Some(d) => {
-                return Err(Error::Refused {
-                    refusal: Refusal::NoSuchRun,
-                    message: format!("run {id} is a `{}` run; only an `up` run can be resumed", d.run.command),
-                })
-            }
-            None => {
-                return Err(Error::Refused {
-                    refusal: Refusal::NoSuchRun,
-                    message: format!("the run journal (schema {schema}) has no run {id}"),
-                })
-            }
-        },
+        Resume::Run(id) => id,
         Resume::Latest => journal::latest_run(conn, schema, "up", current)
             .map_err(db)?
-            .ok_or_else(|| Error::Refused {
-                refusal: Refusal::NoSuchRun,
-                message: format!("the run journal (schema {schema}) has no earlier `up` run to resume"),
+            .ok_or_else(|| {
+                refused(format!(
+                    "the run journal (schema {schema}) has no earlier `up` run to resume"
+                ))
             })?,
     };
-    let tenants = journal::unfinished_tenants(conn, schema, id, failed_only).map_err(db)?;
-    Ok((id, tenants))
+    let target = match journal::run_head(conn, schema, id).map_err(db)? {
+        Some((command, target)) if command == "up" => target,
+        Some((command, _)) => {
+            return Err(refused(format!(
+                "run {id} is a `{command}` run; only an `up` run can be resumed"
+            )))
+        }
+        None => return Err(refused(format!("the run journal (schema {schema}) has no run {id}"))),
+    };
+    let unfinished = journal::unfinished_tenants(conn, schema, id, false).map_err(db)?;
+    let tenants = match failed_only {
+        true => journal::unfinished_tenants(conn, schema, id, true).map_err(db)?,
+        false => unfinished.clone(),
+    };
+    Ok(Resumed {
+        id,
+        target,
+        tenants,
+        unfinished,
+    })
 }

@@ -133,12 +133,16 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
     let revert_shared = matches!(command, CliCommand::Down { shared: true, .. });
     let atomic = matches!(command, CliCommand::Up { atomic: true, .. });
     let resume = match command {
-        CliCommand::Up { resume: Some(run), .. } => Some((
+        CliCommand::Up {
+            resume: Some(run),
+            only_failed,
+            ..
+        } => Some((
             match run {
                 RunRef::Latest => Resume::Latest,
                 RunRef::Id(id) => Resume::Run(*id),
             },
-            false,
+            *only_failed,
         )),
         CliCommand::Up { only_failed: true, .. } => Some((Resume::Latest, true)),
         _ => None,

@@ -222,8 +222,8 @@ pub enum CliCommand {
         #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "latest",
             value_parser = parse_run)]
         resume: Option<RunRef>,
-        /// Like --resume, but only the tenants that failed.
-        #[arg(long, conflicts_with = "resume")]
+        /// Only the tenants the resumed run (--resume ID, else the latest up run) left failed.
+        #[arg(long)]
         only_failed: bool,
     },
     /// Revert the newest applied migration(s) of each tenant.

@@ -525,3 +525,144 @@ fn mark_applied_and_pending_round_trip_and_refuse_contradictions() {
     );
     assert_eq!(marks, ["mark applied done", "mark applied done", "mark pending done"]);
 }
+
+#[test]
+fn down_run_leaves_the_shared_schema_alone() {
+    let db = TestDb::new();
+    create_schemas(&db, &["a", "b"]);
+    let shared = MigDir::new();
+    shared.add(
+        "2024-01-01-000001_registry",
+        "CREATE TABLE registry (id int);",
+        Some("DROP TABLE registry;"),
+    );
+    let set = first_release(false);
+    let mut up = cmd(&db, &["--tenants", "a,b", "up"]);
+    up.arg("--migrations-dir")
+        .arg(set.path())
+        .arg("--shared-migrations-dir")
+        .arg(shared.path());
+    assert_code(&support::run(&mut up), 0);
+    let run = latest_run(&db);
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count(*) FROM migrate_tenants.steps WHERE run_id = {run} AND scope = 'shared'"
+        )),
+        "1"
+    );
+    let mut down = cmd(&db, &["down", "--run", &run]);
+    down.arg("--migrations-dir")
+        .arg(set.path())
+        .arg("--shared-migrations-dir")
+        .arg(shared.path());
+    let out = support::run(&mut down);
+    assert_code(&out, 0);
+    assert_contains(&out.stdout, &["2 tenant(s): 2 changed"]);
+    for t in ["a", "b"] {
+        assert!(history(&db, t).is_empty(), "{t}");
+    }
+    assert_eq!(history(&db, "public"), ["20240101000001"]);
+    assert!(relation_exists(&db, "public", "registry"));
+}
+
+#[test]
+fn a_redo_does_not_take_a_migration_from_the_run_that_applied_it() {
+    let db = TestDb::new();
+    create_schemas(&db, &["a"]);
+    let set = first_release(false);
+    assert_code(
+        &mt_dir(&db, &set, &["--tenants", "a", "up", "--to", "20240101000002"]),
+        0,
+    );
+    assert_code(&mt_dir(&db, &set, &["--tenants", "a", "up"]), 0);
+    let deploy = latest_run(&db);
+    assert_code(&mt_dir(&db, &set, &["--tenants", "a", "redo"]), 0);
+    // Rolling the redo back leaves the third migration (it was there before the redo) ...
+    let redo = latest_run(&db);
+    let out = mt_dir(&db, &set, &["down", "--run", &redo]);
+    assert_code(&out, 0);
+    assert_contains(&out.stdout, &["0 changed, 1 unchanged"]);
+    assert_eq!(history(&db, "a").len(), 3);
+    // ... and the deploy that applied it can still be rolled back.
+    assert_code(&mt_dir(&db, &set, &["down", "--run", &deploy]), 0);
+    assert_eq!(history(&db, "a"), ["20240101000001", "20240101000002"]);
+}
+
+#[test]
+fn resuming_only_the_failed_tenants_carries_the_unreached_ones_over() {
+    let db = TestDb::new();
+    let names = ["bad1", "t1", "t2", "t3"];
+    create_schemas(&db, &names);
+    // bad1 fails first and stops the run: t1..t3 are never reached.
+    let out = mt_dir(
+        &db,
+        &first_release(true),
+        &["--tenants", "bad1,t1,t2,t3", "--concurrency", "1", "--fail-fast", "up"],
+    );
+    assert_code(&out, 1);
+    let first = latest_run(&db);
+    // A mistyped resume is refused and does not become "the latest run".
+    let out = mt_dir(
+        &db,
+        &first_release(false),
+        &["up", "--only-failed", "--tenant", "nosuch"],
+    );
+    assert_code(&out, 2);
+    // The fix ships: only the failed tenant first ...
+    let out = mt_dir(&db, &first_release(false), &["up", "--only-failed"]);
+    assert_code(&out, 0);
+    assert_contains(&out.stdout, &["1 tenant(s): 1 changed"]);
+    let second = latest_run(&db);
+    let carried = q(
+        &db,
+        &format!(
+            "SELECT tenant || ':' || outcome FROM migrate_tenants.run_tenants WHERE run_id = {second} ORDER BY tenant"
+        ),
+    );
+    assert_eq!(carried, ["bad1:changed", "t1:skipped", "t2:skipped", "t3:skipped"]);
+    // ... then the rest, resuming the latest run, which still knows them.
+    let out = mt_dir(&db, &first_release(false), &["up", "--resume"]);
+    assert_code(&out, 0);
+    assert_contains(&out.stdout, &["3 tenant(s): 3 changed"]);
+    for t in names {
+        assert_eq!(history(&db, t).len(), 3, "{t}");
+    }
+    assert_ne!(first, second);
+}
+
+#[test]
+fn a_resume_keeps_the_resumed_runs_target() {
+    let db = TestDb::new();
+    create_schemas(&db, &["bad1", "t1"]);
+    let out = mt_dir(
+        &db,
+        &first_release(true),
+        &["--tenants", "bad1,t1", "up", "--to", "20240101000002"],
+    );
+    assert_code(&out, 1);
+    let out = mt_dir(&db, &first_release(false), &["up", "--resume"]);
+    assert_code(&out, 2);
+    assert_contains(&all_output(&out), &["20240101000002", "same target"]);
+    let out = mt_dir(
+        &db,
+        &first_release(false),
+        &["up", "--resume", "--to", "2024-01-01-000002"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(history(&db, "bad1"), ["20240101000001", "20240101000002"]);
+}
+
+#[test]
+fn a_journal_keeps_down_sql_byte_for_byte_whatever_the_string_settings() {
+    let db = TestDb::new();
+    create_schemas(&db, &["a"]);
+    db.exec(&format!(
+        "ALTER DATABASE {} SET standard_conforming_strings = off",
+        db.name
+    ));
+    let dir = MigDir::new();
+    let down = "DROP TABLE m1; -- a backslash \\d and a quote ' stay";
+    dir.add(FIRST, "CREATE TABLE m1 (id int);", Some(down));
+    assert_code(&mt_dir(&db, &dir, &["--tenants", "a", "up"]), 0);
+    assert_eq!(db.query("SELECT down_sql FROM migrate_tenants.steps"), down);
+}
