@@ -72,6 +72,7 @@ impl<'c> Fleet<'c> {
         };
         observer.started(&run);
         let mut report = FleetReport::new(run);
+        report.dry_run = config.dry_run;
         let control = RunControl::new(config.cancel.clone(), config.max_failures);
         let mut db = db;
         report.warnings = crate::preflight::check(&mut db, config, kind)?;

@@ -31,6 +31,7 @@ Inside, one module per concern: `source` (embedded sets), `runner` (this builder
 tenants to the application ([`TenantPool`]).
 */
 
+mod canary;
 mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -39,6 +40,7 @@ mod control;
 mod database;
 mod discovery;
 mod drift;
+mod dry_run;
 mod error;
 mod fleet;
 mod harness;
@@ -53,11 +55,13 @@ mod runner;
 mod shared;
 mod snapshot;
 mod source;
+mod step_sql;
 mod tenant;
 mod tenant_pool;
 mod tenant_run;
 mod verify;
 
+pub use canary::Canary;
 pub use config::{
     DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
     DEFAULT_RETRIES,
@@ -66,6 +70,7 @@ pub use control::{CancelToken, StopReason};
 pub use database::{Pool, Target, Unreachable};
 pub use discovery::DiscoveryError;
 pub use drift::{DriftReport, Drifted, VersionGroup};
+pub use dry_run::{PlannedStep, StepAction, TenantPlan};
 pub use error::{Blocked, Error};
 pub use lint::{lint, Finding, LintConfig, LintReport, Rule, Severity};
 pub use migrate_tenants_macros::embed_migrations;

@@ -34,6 +34,8 @@ mod lint;
 mod names;
 #[path = "it/non_transactional.rs"]
 mod non_transactional;
+#[path = "it/plans.rs"]
+mod plans;
 #[path = "it/search_path.rs"]
 mod search_path;
 #[path = "it/session.rs"]

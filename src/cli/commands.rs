@@ -46,6 +46,7 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
         CliCommand::Lint { deny_warnings, allow } => lint(&cli.global, migrations, *deny_warnings, allow),
         CliCommand::Generate { name, no_transaction } => generate(&cli.global, migrations, name, *no_transaction),
         CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd, cancel),
+        CliCommand::Completions { shell } => Ok(completions(*shell)),
         command => fleet(&cli.global, migrations, command, cancel),
     };
     match result {
@@ -56,6 +57,9 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
                 // A script reading stdout gets a document in every case.
                 let doc = serde_json::json!({ "error": { "message": message, "exit_code": code } });
                 outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            if cli.global.format == Format::JsonLines {
+                outln!("{}", super::json_lines::error(&message, code));
             }
             errln!("error: {message}");
             code
@@ -127,12 +131,26 @@ fn sets(
 fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: crate::CancelToken) -> Outcome {
     let revert_shared = matches!(command, CliCommand::Down { shared: true, .. });
     let atomic = matches!(command, CliCommand::Up { atomic: true, .. });
-    let runner = global
+    let allow_out_of_order = matches!(
+        command,
+        CliCommand::Up {
+            allow_out_of_order: true,
+            ..
+        }
+    );
+    let plan = command.plan();
+    let mut runner = global
         .configure(runner(global, migrations)?, None)
         .map_err(usage)?
         .revert_shared(revert_shared)
         .atomic(atomic)
+        .allow_out_of_order(allow_out_of_order)
+        .dry_run(plan.planning())
+        .dry_run_sql(plan.sql)
         .cancel_token(cancel);
+    if let Some(canary) = command.canary() {
+        runner = runner.canary(canary);
+    }
     let (kind, task) = match command {
         CliCommand::Tenant(TenantCommand::List) => (RunKind::TenantList, None),
         other => {
@@ -140,12 +158,15 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
             (task.kind(), Some(task))
         }
     };
-    let mut printer = Printer::new(global.format, global.quiet, kind);
+    let mut printer = Printer::new(global.format, global.quiet, kind).planning(plan);
+    let mut progress = super::progress::Progress::new(&mut printer, !global.quiet);
     let report = match task {
-        Some(task) => runner.run(&task, &mut printer),
-        None => runner.list_tenants(&mut printer),
+        Some(task) => runner.run(&task, &mut progress),
+        None => runner.list_tenants(&mut progress),
     }
-    .map_err(|e| names_hint(run_error(e), global))?;
+    .map_err(|e| names_hint(run_error(e), global));
+    drop(progress);
+    let report = report?;
     printer.finish(&report);
     match command {
         CliCommand::Status { check: true } => Ok(gate(&report)),
@@ -407,14 +428,16 @@ fn generate(global: &Global, migrations: Migrations, name: &str, no_transaction:
 fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand, cancel: crate::CancelToken) -> Outcome {
     let (task, kind) = match command {
         TenantCommand::List => return fleet(global, migrations, &CliCommand::Tenant(TenantCommand::List), cancel),
-        TenantCommand::Create { names, if_not_exists } => (
+        TenantCommand::Create {
+            names, if_not_exists, ..
+        } => (
             Task::CreateTenants {
                 names: names.clone(),
                 if_exists_migrate: *if_not_exists,
             },
             RunKind::TenantCreate,
         ),
-        TenantCommand::Drop { yes: false, .. } => {
+        TenantCommand::Drop { yes: false, plan, .. } if !plan.planning() => {
             return Err((
                 exit::USAGE,
                 "tenant drop deletes the tenants' schemas and data: add --yes to confirm".into(),
@@ -443,12 +466,36 @@ fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand, canc
         Task::CreateTenants { names, .. } | Task::DropTenants { names, .. } => names.clone(),
         _ => Vec::new(),
     };
+    let plan = command.plan();
     let runner = global
         .configure(runner(global, migrations)?, Some(TenantSource::List(names)))
         .map_err(usage)?
+        .dry_run(plan.planning())
+        .dry_run_sql(plan.sql)
         .cancel_token(cancel);
-    let mut printer = Printer::new(global.format, global.quiet, kind);
-    let report = runner.run(&task, &mut printer).map_err(run_error)?;
+    let mut printer = Printer::new(global.format, global.quiet, kind).planning(plan);
+    let mut progress = super::progress::Progress::new(&mut printer, !global.quiet);
+    let report = runner.run(&task, &mut progress).map_err(run_error);
+    drop(progress);
+    let report = report?;
     printer.finish(&report);
     Ok(report.exit_code())
+}
+
+/// `completions SHELL`: the completion script for this binary's name.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    use clap::CommandFactory;
+    let name = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "migrate-tenants".into());
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    super::output::script(&String::from_utf8_lossy(&script));
+    exit::SUCCESS
 }

@@ -20,8 +20,11 @@ mod commands;
 mod ephemeral;
 mod flags;
 mod generate;
+mod json_lines;
 mod locate;
 mod output;
+mod plan;
+mod progress;
 mod render;
 mod signals;
 

@@ -4,7 +4,7 @@ JSON document (json). The engine never prints; this is the only place that decid
 results look.
 */
 
-use super::flags::Format;
+use super::flags::{Format, PlanArgs};
 use super::output::{errln, outln};
 use crate::{
     FailureKind, FleetReport, NameError, Observer, Outcome, RunInfo, RunKind, SchemaName, StopReason, TenantReport,
@@ -15,19 +15,64 @@ pub struct Printer {
     format: Format,
     quiet: bool,
     kind: RunKind,
+    /// A dry run (`--dry-run`, `--sql`).
+    plan: PlanArgs,
 }
 
 impl Printer {
     /// A printer for the reports of a `kind` run.
     pub fn new(format: Format, quiet: bool, kind: RunKind) -> Printer {
-        Printer { format, quiet, kind }
+        Printer {
+            format,
+            quiet,
+            kind,
+            plan: PlanArgs::default(),
+        }
     }
 
-    /// Prints the end of the run: the summary (human) or the whole report (json).
+    /// Prints a dry run's plan (and with `--sql`, the SQL on stdout, the rest on stderr).
+    pub fn planning(mut self, plan: PlanArgs) -> Printer {
+        if plan.sql && self.format == Format::Human {
+            super::output::human_to_stderr();
+        }
+        self.plan = plan;
+        self
+    }
+
+    /// Prints the end of the run: the summary (human), the whole report (json) or the
+    /// summary object (json-lines).
     pub fn finish(&self, fleet: &FleetReport) {
         match self.format {
             Format::Json => outln!("{}", serde_json::to_string_pretty(fleet).unwrap_or_default()),
+            Format::JsonLines => outln!("{}", super::json_lines::summary(fleet)),
+            Format::Human if fleet.dry_run => outln!("{}", super::plan::summary(fleet)),
             Format::Human => outln!("{}", summary(fleet)),
+        }
+    }
+
+    /// A tenant's lines (and SQL) as it finishes.
+    fn report(&self, report: &TenantReport, shared: bool) {
+        if self.format == Format::JsonLines {
+            return outln!("{}", super::json_lines::tenant(report, shared));
+        }
+        if self.plan.sql && self.format == Format::Human {
+            if let Some(script) = super::plan::script(report, shared) {
+                super::output::script(&script);
+            }
+        }
+        if !self.shows() {
+            return;
+        }
+        let prefix = if shared { "shared schema " } else { "" };
+        if self.plan.planning() {
+            for line in super::plan::tenant_lines(report, self.kind) {
+                outln!("{prefix}{line}");
+            }
+            return;
+        }
+        outln!("{prefix}{}", tenant_line(report, self.kind));
+        for note in &report.notes {
+            outln!("    note: {note}");
         }
     }
 
@@ -69,9 +114,7 @@ impl Observer for Printer {
     }
 
     fn shared_done(&mut self, report: &TenantReport) {
-        if self.shows() {
-            outln!("shared schema {}", tenant_line(report, self.kind));
-        }
+        self.report(report, true);
     }
 
     fn waiting(&mut self, tenant: &SchemaName, holder: &str) {
@@ -85,12 +128,7 @@ impl Observer for Printer {
     }
 
     fn tenant_done(&mut self, report: &TenantReport) {
-        if self.shows() {
-            outln!("{}", tenant_line(report, self.kind));
-            for note in &report.notes {
-                outln!("    note: {note}");
-            }
-        }
+        self.report(report, false);
     }
 }
 
@@ -116,6 +154,10 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
         }
         Outcome::Unchanged if kind == RunKind::Down => format!("{name}: nothing to revert (at {after})"),
         Outcome::Unchanged if kind == RunKind::Redo => format!("{name}: nothing to redo (at {after})"),
+        Outcome::Unchanged if r.past_target.is_some() => format!(
+            "{name}: already past {} (at {after}): nothing to apply",
+            r.past_target.as_deref().unwrap_or_default()
+        ),
         Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
         Outcome::Changed if kind == RunKind::TenantDrop => {
             format!("{name}: dropped (was at {before}, {} ms)", r.elapsed_ms)
@@ -150,13 +192,14 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
 }
 
 /// What to do about a failure, naming this CLI's flags.
-fn hint(failure: FailureKind, kind: RunKind) -> &'static str {
+pub(super) fn hint(failure: FailureKind, kind: RunKind) -> &'static str {
     match (failure, kind) {
         (FailureKind::MissingSchema, RunKind::TenantDrop) => " (--if-exists skips it)",
         (FailureKind::MissingSchema, _) => " (create it, or run with --missing create or --missing skip)",
         (FailureKind::SchemaExists, _) => " (--if-not-exists migrates it instead)",
         (FailureKind::NotATenant, _) => " (--force drops it anyway)",
         (FailureKind::LockWait, _) => " (--lock-wait-timeout sets how long to wait)",
+        (FailureKind::OutOfOrder, _) => " (--allow-out-of-order applies it anyway)",
         _ => "",
     }
 }
@@ -232,6 +275,7 @@ pub fn summary(fleet: &FleetReport) -> String {
                                         where their line says NOT rolled back"
             }
             StopReason::ServerLost => "the database server was lost; run the same command again once it is back",
+            StopReason::CanaryFailed => "a canary tenant failed (--canary); the rest of the fleet was left untouched",
         };
         text.push_str(&format!("\nstopped early: {why}; {not_started} tenant(s) not started"));
     }
