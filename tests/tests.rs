@@ -10,6 +10,8 @@ mod helpers;
 mod app;
 #[path = "it/authoring.rs"]
 mod authoring;
+#[path = "it/canary.rs"]
+mod canary;
 #[path = "it/concurrency.rs"]
 mod concurrency;
 #[path = "it/config.rs"]
@@ -34,6 +36,8 @@ mod lint;
 mod names;
 #[path = "it/non_transactional.rs"]
 mod non_transactional;
+#[path = "it/ordering.rs"]
+mod ordering;
 #[path = "it/plans.rs"]
 mod plans;
 #[path = "it/search_path.rs"]
@@ -42,6 +46,8 @@ mod search_path;
 mod session;
 #[path = "it/shared.rs"]
 mod shared;
+#[path = "it/streams.rs"]
+mod streams;
 #[path = "it/tenant_pool.rs"]
 mod tenant_pool;
 #[path = "it/tenants.rs"]
