@@ -16,6 +16,8 @@ mod canary;
 mod concurrency;
 #[path = "it/config.rs"]
 mod config;
+#[path = "it/confirm.rs"]
+mod confirm;
 #[path = "it/connection.rs"]
 mod connection;
 #[path = "it/failures.rs"]

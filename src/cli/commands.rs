@@ -158,6 +158,9 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
             (task.kind(), Some(task))
         }
     };
+    if let (Some(what), Some(task)) = (super::confirm::needed(global, command), &task) {
+        super::confirm::ask(&runner, task, what)?;
+    }
     let mut printer = Printer::new(global.format, global.quiet, kind).planning(plan);
     let mut progress = super::progress::Progress::new(&mut printer, !global.quiet);
     let report = match task {
@@ -437,12 +440,6 @@ fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand, canc
             },
             RunKind::TenantCreate,
         ),
-        TenantCommand::Drop { yes: false, plan, .. } if !plan.planning() => {
-            return Err((
-                exit::USAGE,
-                "tenant drop deletes the tenants' schemas and data: add --yes to confirm".into(),
-            ));
-        }
         TenantCommand::Drop {
             names,
             force,
@@ -473,6 +470,9 @@ fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand, canc
         .dry_run(plan.planning())
         .dry_run_sql(plan.sql)
         .cancel_token(cancel);
+    if matches!(command, TenantCommand::Drop { yes: false, .. }) && !plan.planning() {
+        super::confirm::drop(&runner, &task)?;
+    }
     let mut printer = Printer::new(global.format, global.quiet, kind).planning(plan);
     let mut progress = super::progress::Progress::new(&mut printer, !global.quiet);
     let report = runner.run(&task, &mut progress).map_err(run_error);

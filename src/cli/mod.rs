@@ -17,6 +17,7 @@ library calls and picks the exit code, and `render` prints the reports.
 */
 
 mod commands;
+mod confirm;
 mod ephemeral;
 mod flags;
 mod generate;

@@ -5,7 +5,7 @@ quiet; lines printed while it runs are printed above it (never through it).
 */
 
 use crate::{NameError, Observer, RunInfo, SchemaName, TenantReport};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -37,8 +37,11 @@ impl<'a> Progress<'a> {
 }
 
 fn style() -> ProgressStyle {
-    ProgressStyle::with_template("{bar:30} {pos}/{len} tenants, {msg} {per_sec} ETA {eta}")
+    ProgressStyle::with_template("{bar:30} {pos}/{len} tenants, {msg}, {rate} ETA {eta}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1}/s", state.per_sec());
+        })
 }
 
 impl Drop for Progress<'_> {

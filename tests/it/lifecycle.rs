@@ -135,7 +135,7 @@ fn down_by_steps_to_version_and_all() {
     let db = fleet();
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
 
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--steps", "2"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--steps", "2", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
@@ -155,7 +155,7 @@ fn down_by_steps_to_version_and_all() {
     );
 
     // Plain `down` reverts exactly one.
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
@@ -168,7 +168,10 @@ fn down_by_steps_to_version_and_all() {
     // Back up, then `down --to` reverts everything newer than the version (either spelling).
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
     assert_all_at(&db, &BASIC);
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--to", "2024-01-01-000001"]);
+    let out = mt(
+        &db,
+        &["--tenants", TENANT_ARG, "down", "--to", "2024-01-01-000001", "--yes"],
+    );
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
@@ -180,13 +183,16 @@ fn down_by_steps_to_version_and_all() {
     assert_all_at(&db, &BASIC[..1]);
 
     // Nothing newer than the target: nothing to do.
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--to", "20240101000001"]);
+    let out = mt(
+        &db,
+        &["--tenants", TENANT_ARG, "down", "--to", "20240101000001", "--yes"],
+    );
     assert_code(&out, 0);
     assert_all_at(&db, &BASIC[..1]);
 
     // `down --all` leaves only the (empty) history table.
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--all"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--all", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(&out.stdout, &format!("{t}: 20240101000005 -> none (5 reverted"));
@@ -252,7 +258,7 @@ fn redo_reverts_and_reapplies_the_newest() {
         ));
     }
 
-    let out = mt(&db, &["--tenants", TENANT_ARG, "redo"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "redo", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
@@ -273,7 +279,7 @@ fn redo_reverts_and_reapplies_the_newest() {
     }
     assert_all_at(&db, &BASIC[..3]);
 
-    let out = mt(&db, &["--tenants", TENANT_ARG, "redo", "--steps", "2"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "redo", "--steps", "2", "--yes"]);
     assert_code(&out, 0);
     assert_changed_line(
         &out.stdout,
@@ -382,7 +388,7 @@ fn unknown_applied_version_is_reported_and_blocks_down() {
         "globex: 20240101000005 (5 applied, 0 pending)"
     );
 
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--yes"]);
     assert_code(&out, 1);
     let acme = line(&out.stdout, "acme: ");
     assert_contains(acme, &["FAILED", "20991231000000"]);

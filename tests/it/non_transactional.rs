@@ -45,7 +45,7 @@ fn create_index_concurrently_runs_in_every_tenant() {
     assert_public_empty(&db);
 
     // down runs the non-transactional down.sql the same way.
-    let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "down"]);
+    let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "down", "--yes"]);
     assert_code(&out, 0);
     for t in ["acme", "globex"] {
         assert!(!relation_exists(&db, t, "items_name_idx"));

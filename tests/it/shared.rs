@@ -96,12 +96,12 @@ fn down_leaves_the_shared_schema_alone_unless_asked() {
     let shared = shared_set(REGISTRY);
     assert_code(&up_with_shared(&db, &shared, &["up"]), 0);
 
-    let down = up_with_shared(&db, &shared, &["down"]);
+    let down = up_with_shared(&db, &shared, &["down", "--yes"]);
     assert_code(&down, 0);
     assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
     assert_eq!(history(&db, "ra"), versions(&BASIC[..4]));
 
-    let with_shared = up_with_shared(&db, &shared, &["down", "--shared"]);
+    let with_shared = up_with_shared(&db, &shared, &["down", "--shared", "--yes"]);
     assert_code(&with_shared, 0);
     assert_eq!(history(&db, "ra"), versions(&BASIC[..3]));
     assert!(history(&db, "public").is_empty());

@@ -108,7 +108,7 @@ fn invalid_names_from_a_query_are_skipped_and_reported_never_executed() {
     assert_eq!(report["invalid_names"].as_array().unwrap().len(), 4);
 
     let before = snapshot(&db);
-    let strict = mt(&db, &["--tenants-query", query, "--strict", "down"]);
+    let strict = mt(&db, &["--tenants-query", query, "--strict", "down", "--yes"]);
     assert_code(&strict, 2);
     assert_contains(&strict.stderr, &["--strict", "Bad Name"]);
     assert_eq!(snapshot(&db), before, "--strict must fail before touching anything");
