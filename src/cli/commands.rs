@@ -89,6 +89,7 @@ fn run_error(e: Error) -> (i32, String) {
 /// The runner for this binary's migrations: the embedded set, or a located directory.
 fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
     let (tenant, shared) = sets(global, migrations)?;
+    remember_names(global, migrations, tenant.as_ref(), shared.as_ref());
     let runner = match tenant {
         Some(set) => Runner::new(set).shared_migrations(shared),
         None => match migrations {
@@ -97,6 +98,25 @@ fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, Strin
         },
     };
     Ok(runner)
+}
+
+/// Remembers the migrations' names for human output (an embedded set is read again here:
+/// an invalid one fails the run with its own error later).
+fn remember_names(
+    global: &Global,
+    migrations: Migrations,
+    tenant: Option<&MigrationSet>,
+    shared: Option<&MigrationSet>,
+) {
+    let remember = |tenant, shared| super::names::remember(tenant, shared, &global.shared_schema);
+    match (migrations, tenant) {
+        (Migrations::Embedded(embedded), None) => {
+            let tenant = embedded.tenant_set().ok();
+            let shared = embedded.shared_set().ok().flatten();
+            remember(tenant.as_ref(), shared.as_ref());
+        }
+        _ => remember(tenant, shared),
+    }
 }
 
 /// The directory sets of the stock binary (`None` for an embedded binary, which refuses

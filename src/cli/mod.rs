@@ -23,6 +23,7 @@ mod flags;
 mod generate;
 mod json_lines;
 mod locate;
+mod names;
 mod output;
 mod plan;
 mod progress;

@@ -14,7 +14,7 @@ pub fn tenant_lines(r: &TenantReport, kind: RunKind) -> Vec<String> {
         return vec![unplanned_line(r, kind)];
     };
     if plan.drops_schema {
-        let at = r.version_before.as_deref().unwrap_or("none");
+        let at = super::names::of(&r.schema, r.version_before.as_deref());
         return vec![format!("{name}: would drop the schema and all its data (at {at})")];
     }
     if plan.steps.is_empty() {
@@ -42,8 +42,8 @@ fn header(r: &TenantReport, plan: &TenantPlan) -> String {
         (0, d) => format!("would revert {d}"),
         (a, d) => format!("would revert {d}, then apply {a}"),
     };
-    let before = r.version_before.as_deref().unwrap_or("none");
-    let after = r.version_after.as_deref().unwrap_or("none");
+    let before = super::names::of(&r.schema, r.version_before.as_deref());
+    let after = super::names::of(&r.schema, r.version_after.as_deref());
     let mut extra = String::new();
     if plan.creates_schema {
         extra.push_str(", creating the schema");

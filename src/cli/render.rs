@@ -132,14 +132,16 @@ impl Observer for Printer {
     }
 }
 
-fn version(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("none")
+/// The migration's name (its directory), the bare version if unknown, `none` for none.
+fn version(r: &TenantReport, v: &Option<String>) -> String {
+    super::names::of(&r.schema, v.as_deref())
 }
 
-/// One tenant's line, e.g. `acme: 20240101000003 -> 20240101000005 (2 applied, 41 ms)`.
+/// One tenant's line, e.g. `acme: 2024-01-01-000003_create_projects -> 2024-01-01-000005_add_users_last_login_at
+/// (2 applied, 41 ms)`.
 pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
     let name = &r.schema;
-    let (before, after) = (version(&r.version_before), version(&r.version_after));
+    let (before, after) = (version(r, &r.version_before), version(r, &r.version_after));
     match &r.outcome {
         Outcome::Unchanged if kind.reads_only() && !r.exists => format!("{name}: schema does not exist"),
         Outcome::Unchanged if kind.reads_only() => {

@@ -27,7 +27,10 @@ fn up_migrates_every_tenant_and_status_reports_it() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "up"]);
     assert_code(&out, 0);
     for t in TENANTS {
-        assert_changed_line(&out.stdout, &format!("{t}: none -> 20240101000005 (5 applied"));
+        assert_changed_line(
+            &out.stdout,
+            &format!("{t}: none -> 2024-01-01-000005_add_users_last_login_at (5 applied"),
+        );
         for table in ["users", "projects", "tasks"] {
             assert!(relation_exists(&db, t, table), "{t}.{table} missing");
         }
@@ -52,7 +55,7 @@ fn up_migrates_every_tenant_and_status_reports_it() {
     for t in TENANTS {
         assert_eq!(
             line(&out.stdout, &format!("{t}: ")),
-            format!("{t}: 20240101000005 (5 applied, 0 pending)")
+            format!("{t}: 2024-01-01-000005_add_users_last_login_at (5 applied, 0 pending)")
         );
     }
     // The first line names the set and the database; a read-only summary counts states.
@@ -78,7 +81,7 @@ fn up_migrates_every_tenant_and_status_reports_it() {
     for t in TENANTS {
         assert_eq!(
             line(&out.stdout, &format!("{t}: ")),
-            format!("{t}: up to date at 20240101000005")
+            format!("{t}: up to date at 2024-01-01-000005_add_users_last_login_at")
         );
     }
     assert_contains(&out.stdout, &["0 changed, 3 unchanged"]);
@@ -140,7 +143,7 @@ fn down_by_steps_to_version_and_all() {
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000005 -> 20240101000003 (2 reverted"),
+            &format!("{t}: 2024-01-01-000005_add_users_last_login_at -> 2024-01-01-000003_create_projects (2 reverted"),
         );
         assert!(!relation_exists(&db, t, "tasks"), "{t}.tasks still exists");
         assert!(relation_exists(&db, t, "projects"));
@@ -160,7 +163,7 @@ fn down_by_steps_to_version_and_all() {
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000003 -> 20240101000002 (1 reverted"),
+            &format!("{t}: 2024-01-01-000003_create_projects -> 2024-01-01-000002_create_users (1 reverted"),
         );
     }
     assert_all_at(&db, &BASIC[..2]);
@@ -176,7 +179,9 @@ fn down_by_steps_to_version_and_all() {
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000005 -> 20240101000001 (4 reverted"),
+            &format!(
+                "{t}: 2024-01-01-000005_add_users_last_login_at -> 2024-01-01-000001_create_set_updated_at (4 reverted"
+            ),
         );
         assert!(!relation_exists(&db, t, "users"));
     }
@@ -195,7 +200,10 @@ fn down_by_steps_to_version_and_all() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--all", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
-        assert_changed_line(&out.stdout, &format!("{t}: 20240101000005 -> none (5 reverted"));
+        assert_changed_line(
+            &out.stdout,
+            &format!("{t}: 2024-01-01-000005_add_users_last_login_at -> none (5 reverted"),
+        );
         assert_eq!(tables_in(&db, t), ["__diesel_schema_migrations"]);
         assert_eq!(
             db.query(&format!(
@@ -220,7 +228,10 @@ fn up_to_stops_at_the_version() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "up", "--to", "2024-01-01-000002"]);
     assert_code(&out, 0);
     for t in TENANTS {
-        assert_changed_line(&out.stdout, &format!("{t}: none -> 20240101000002 (2 applied"));
+        assert_changed_line(
+            &out.stdout,
+            &format!("{t}: none -> 2024-01-01-000002_create_users (2 applied"),
+        );
         assert!(relation_exists(&db, t, "users"));
         assert!(!relation_exists(&db, t, "projects"));
     }
@@ -229,12 +240,15 @@ fn up_to_stops_at_the_version() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "status"]);
     assert_eq!(
         line(&out.stdout, "globex: "),
-        "globex: 20240101000002 (2 applied, 3 pending)"
+        "globex: 2024-01-01-000002_create_users (2 applied, 3 pending)"
     );
 
     let out = mt(&db, &["--tenants", TENANT_ARG, "up", "--to", "20240101000004"]);
     assert_code(&out, 0);
-    assert_changed_line(&out.stdout, "initech: 20240101000002 -> 20240101000004 (2 applied");
+    assert_changed_line(
+        &out.stdout,
+        "initech: 2024-01-01-000002_create_users -> 2024-01-01-000004_create_tasks (2 applied",
+    );
     assert_all_at(&db, &BASIC[..4]);
 
     // An unknown target is a usage error, before anything changes.
@@ -263,7 +277,9 @@ fn redo_reverts_and_reapplies_the_newest() {
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000003 -> 20240101000003 (1 reverted, 1 applied"),
+            &format!(
+                "{t}: 2024-01-01-000003_create_projects -> 2024-01-01-000003_create_projects (1 reverted, 1 applied"
+            ),
         );
         // projects was dropped and created again (its row is gone); users was not touched.
         assert_eq!(db.query(&format!("SELECT count(*) FROM \"{t}\".projects")), "0");
@@ -283,7 +299,7 @@ fn redo_reverts_and_reapplies_the_newest() {
     assert_code(&out, 0);
     assert_changed_line(
         &out.stdout,
-        "acme: 20240101000003 -> 20240101000003 (2 reverted, 2 applied",
+        "acme: 2024-01-01-000003_create_projects -> 2024-01-01-000003_create_projects (2 reverted, 2 applied",
     );
     assert_all_at(&db, &BASIC[..3]);
     assert_eq!(db.query("SELECT count(*) FROM acme.users"), "0");
@@ -385,7 +401,7 @@ fn unknown_applied_version_is_reported_and_blocks_down() {
     );
     assert_eq!(
         line(&out.stdout, "globex: "),
-        "globex: 20240101000005 (5 applied, 0 pending)"
+        "globex: 2024-01-01-000005_add_users_last_login_at (5 applied, 0 pending)"
     );
 
     let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--yes"]);

@@ -97,7 +97,7 @@ fn up_to_a_version_below_the_current_one_says_already_past() {
     assert_code(&out, 0);
     assert_contains(
         &out.stdout,
-        &["acme: already past 2024-01-01-000002_create_users (at 20240101000005): nothing to apply"],
+        &["acme: already past 2024-01-01-000002_create_users (at 2024-01-01-000005_add_users_last_login_at): nothing to apply"],
     );
     assert!(!out.stdout.contains("up to date"), "{}", out.stdout);
     let json = mt(

@@ -90,7 +90,7 @@ fn dry_run_sql_changes_nothing_and_replays_like_the_real_run() {
     assert_contains(
         &out.stderr,
         &[
-            "acme: would apply 2 (20240201000001 -> 20240201000003",
+            "acme: would apply 2 (2024-02-01-000001_create_notes -> 2024-02-01-000003_add_notes_pinned",
             "apply  2024-02-01-000002_index_notes_body  [outside a transaction",
             "irreversible: no down.sql",
             "up (dry run, nothing was changed): 3 tenant(s): 3 would change",
@@ -154,7 +154,7 @@ fn dry_run_reports_in_json_and_lifecycle_dry_runs_change_nothing() {
     assert_code(&drop, 0);
     assert_contains(
         &drop.stdout,
-        &["old: would drop the schema and all its data (at 20240101000005)"],
+        &["old: would drop the schema and all its data (at 2024-01-01-000005_add_users_last_login_at)"],
     );
     assert_eq!(catalog(&db, true), before, "a lifecycle dry run changed the database");
 }

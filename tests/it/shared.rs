@@ -45,7 +45,7 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
     );
     let first = lines.next().unwrap_or("");
     assert!(
-        first.starts_with("shared schema public: none -> 20240101000001"),
+        first.starts_with("shared schema public: none -> 2024-01-01-000001_registry"),
         "{}",
         out.stdout
     );
@@ -61,7 +61,7 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
             .stdout
             .lines()
             .nth(1)
-            .is_some_and(|l| l == "shared schema public: 20240101000001 (1 applied, 0 pending)"),
+            .is_some_and(|l| l == "shared schema public: 2024-01-01-000001_registry (1 applied, 0 pending)"),
         "{}",
         status.stdout
     );

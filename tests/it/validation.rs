@@ -288,7 +288,7 @@ fn comment_only_down_sql_reverts_as_a_no_op() {
     let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "down", "--yes"]);
     assert_code(&out, 0);
     for t in ["acme", "globex"] {
-        assert_changed_line(&out.stdout, &format!("{t}: 20240101000001 -> none (1 reverted"));
+        assert_changed_line(&out.stdout, &format!("{t}: 2024-01-01-000001_keep -> none (1 reverted"));
         assert!(history(&db, t).is_empty());
         assert!(relation_exists(&db, t, "kept"), "{t}.kept was dropped");
     }
