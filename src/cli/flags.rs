@@ -16,7 +16,8 @@ Exit codes:
   0  success: every tenant is where it was asked to be
   1  at least one tenant (or the shared schema) failed; the others were still processed
      (unless --fail-fast)
-  2  usage, configuration or migration-set error: nothing was changed
+  2  usage, configuration or migration-set error, or a fleet-wide down/redo or a tenant drop
+     not confirmed (no --yes while stdin is not a terminal): nothing was changed
   3  the database could not be reached, or was lost during the run
   4  status --check: a tenant is behind
   5  status --check: a tenant has versions this set does not know
