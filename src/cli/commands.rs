@@ -197,6 +197,15 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
     }
 }
 
+/// A one-document command's JSON: pretty for `json`, one line for `json-lines`.
+fn print_json(format: Format, value: &impl serde::Serialize) {
+    let text = match format {
+        Format::JsonLines => serde_json::to_string(value),
+        _ => serde_json::to_string_pretty(value),
+    };
+    outln!("{}", text.unwrap_or_default());
+}
+
 /// `status --check`: 0 only when the whole fleet is current (an interrupted check says so).
 fn gate(report: &crate::FleetReport) -> i32 {
     if report.stopped == Some(crate::StopReason::Interrupted) {
@@ -252,7 +261,7 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
     let sets: Vec<(&str, &MigrationSet)> = std::iter::once(("tenant", &set))
         .chain(shared.as_ref().map(|s| ("shared", s)))
         .collect();
-    if global.format == Format::Json {
+    if global.format != Format::Human {
         let rows: Vec<_> = sets
             .iter()
             .flat_map(|(which, set)| set.migrations().iter().map(move |m| (*which, m)))
@@ -266,7 +275,7 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
                 })
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        print_json(global.format, &rows);
         return Ok(exit::SUCCESS);
     }
     for (which, set) in sets {
@@ -293,11 +302,11 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
 fn drift(global: &Global, migrations: Migrations) -> Outcome {
     let runner = global.configure(runner(global, migrations)?, None).map_err(usage)?;
     let report = runner.drift().map_err(|e| names_hint(run_error(e), global))?;
-    if global.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if global.format != Format::Human {
+        print_json(global.format, &report);
     } else {
         for d in &report.drifted {
-            let version = d.version.as_deref().unwrap_or("none");
+            let version = super::names::tenant(d.version.as_deref());
             outln!("{}: differs from {} (both at {version}):", d.tenant, d.reference);
             for line in &d.differences {
                 outln!("    {line}");
@@ -317,7 +326,7 @@ fn drift(global: &Global, migrations: Migrations) -> Outcome {
                 };
                 format!(
                     "{}: {} tenant(s){structures}",
-                    g.version.as_deref().unwrap_or("none"),
+                    super::names::tenant(g.version.as_deref()),
                     g.tenants
                 )
             })
@@ -358,8 +367,8 @@ fn verify(global: &Global, migrations: Migrations, ephemeral: bool) -> Outcome {
     }
     .map_err(usage)?;
     let report = runner.verify().map_err(run_error)?;
-    if global.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if global.format != Format::Human {
+        print_json(global.format, &report);
     } else {
         for p in &report.problems {
             let at = p.migration.as_deref().map_or(String::new(), |m| format!("{m}: "));
@@ -407,8 +416,8 @@ fn lint(global: &Global, migrations: Migrations, deny_warnings: bool, allow: &[S
         ));
     }
     let report = crate::lint(&set, &config);
-    if global.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if global.format != Format::Human {
+        print_json(global.format, &report);
     } else {
         for finding in &report.findings {
             outln!("{finding}");

@@ -34,6 +34,16 @@ pub fn remember(tenant: Option<&MigrationSet>, shared: Option<&MigrationSet>, sh
     });
 }
 
+/// The name of a tenant migration's `version` (see [`of`]).
+pub fn tenant(version: Option<&str>) -> String {
+    let name = version.and_then(|v| NAMES.get().and_then(|names| names.tenant.get(v)));
+    match (name, version) {
+        (Some(name), _) => name.clone(),
+        (None, Some(version)) => version.to_string(),
+        (None, None) => "none".into(),
+    }
+}
+
 /// The name of `version` applied in `schema`: the migration's directory name, or the version
 /// itself when unknown; `none` for no version.
 pub fn of(schema: &SchemaName, version: Option<&str>) -> String {
