@@ -404,3 +404,26 @@ fn outside_transaction(b: &StepSql, body: &str, bookkeeping: &str, wide: bool) -
     }
     script.text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migrate_tenants_set::{Origin, RawMigration};
+
+    #[test]
+    fn predicted_versions_follow_the_steps() {
+        let raw = |v: &str| RawMigration {
+            dir_name: format!("{v}_m"),
+            up: Some("SELECT 1;".into()),
+            down: Some("SELECT 1;".into()),
+            metadata: None,
+        };
+        let set = MigrationSet::validate(Origin::Directory("t".into()), vec![raw("1"), raw("2"), raw("3")]).unwrap();
+        let applied = vec!["1".to_string()];
+        let up = plan::plan(&Command::Up { to: None }, &set, &applied).unwrap();
+        assert_eq!(predict(&applied, &up), ["3", "2", "1"]);
+        let all = vec!["3".to_string(), "2".to_string(), "1".to_string()];
+        let down = plan::plan(&Command::Down(crate::DownTarget::Steps(2)), &set, &all).unwrap();
+        assert_eq!(predict(&all, &down), ["1"]);
+    }
+}

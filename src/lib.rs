@@ -24,7 +24,9 @@ assert_eq!(report.summary.failed, 0);
 
 Inside, one module per concern: `source` (embedded sets), `runner` (this builder), `fleet`
 (the skeleton every run shares), `migrate` and `lifecycle` (what runs on each tenant),
-`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `lint`
+`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `step_sql`
+(the SQL the harness sends, built by pure functions), `dry_run` (plans before changes, with
+that same SQL), `canary` (a few tenants first), `lint`
 (multi-tenant hazards in a set, without a database),
 `shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
 `discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`; `tenant_pool` serves
