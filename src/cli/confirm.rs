@@ -82,6 +82,9 @@ pub fn drop(runner: &Runner, task: &Task) -> Result<(), (i32, String)> {
         .dry_run(true)
         .run(task, &mut ())
         .map_err(|e| (e.exit_code(), e.to_string()))?;
+    if plan.summary.changed == 0 {
+        return Ok(()); // nothing would be dropped: the run reports why
+    }
     show(&plan);
     prompt(&format!("Drop {} schema(s) and all their data?", plan.summary.changed))
 }
