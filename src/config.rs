@@ -212,6 +212,15 @@ pub(crate) struct RunConfig {
     pub(crate) resume: Option<(crate::rollback::Resume, bool)>,
     /// `down --steps` may run over tenants at different versions.
     pub(crate) allow_mixed_versions: bool,
+    /// Plan only: change nothing in the database (no history table, schema or journal row
+    /// either), report what would be done.
+    pub(crate) dry_run: bool,
+    /// With `dry_run`: also build the SQL each tenant would be sent.
+    pub(crate) dry_run_sql: bool,
+    /// `up` applies a pending migration older than the tenant's newest applied one.
+    pub(crate) allow_out_of_order: bool,
+    /// `up`: these tenants first; the rest only if every one of them succeeded.
+    pub(crate) canary: Option<crate::canary::Canary>,
 }
 
 /// Default worker count. Measured with `bench/run.sh` on 2 cores (fresh apply of 1,000

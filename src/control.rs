@@ -49,6 +49,8 @@ pub enum StopReason {
     Interrupted,
     /// The database server could not be reached any more.
     ServerLost,
+    /// A canary tenant failed: the rest of the fleet was not started.
+    CanaryFailed,
 }
 
 impl StopReason {
@@ -59,6 +61,9 @@ impl StopReason {
             StopReason::MaxFailures => "not started: the run reached its maximum number of failed tenants",
             StopReason::Interrupted => "not started: the run was interrupted",
             StopReason::ServerLost => "not started: the database server was lost",
+            StopReason::CanaryFailed => {
+                "not started: a canary tenant failed, so the rest of the fleet was left untouched"
+            }
         }
     }
 }

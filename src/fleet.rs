@@ -76,6 +76,7 @@ impl<'c> Fleet<'c> {
         };
         observer.started(&run);
         let mut report = FleetReport::new(run);
+        report.dry_run = config.dry_run;
         let control = RunControl::new(config.cancel.clone(), config.max_failures);
         let mut db = db;
         report.warnings = crate::preflight::check(&mut db, config, kind)?;
@@ -83,7 +84,7 @@ impl<'c> Fleet<'c> {
             observer.warning(warning);
         }
         let journal = match &config.journal {
-            Some(journal) if !kind.reads_only() => {
+            Some(journal) if !kind.reads_only() && !config.dry_run => {
                 let target = match command {
                     Some(Command::Up { to }) => to.as_deref(),
                     _ => None,

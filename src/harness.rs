@@ -25,9 +25,10 @@ instead of handing it to the next tenant.
 
 use crate::config::Settings;
 use crate::control::RunControl;
-use crate::database::{mark_broken, SESSION_RESET};
+use crate::database::mark_broken;
 use crate::journal::{JournalRun, StepKind};
-use crate::tenant::{database_wide_lock_key, quote_literal, SchemaName};
+use crate::step_sql::{self, StepSql};
+use crate::tenant::{quote_literal, SchemaName};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
@@ -42,9 +43,6 @@ pub(crate) const HISTORY_DDL: &str = "(
 
 /// Marks the error raised when a migration ended its own transaction.
 pub(crate) const SPLIT: &str = "migrate-tenants: transaction split";
-
-/// Source of unique per-step commit markers (see `step_in_transaction`).
-static STEP_MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The history table's name (unqualified, as diesel names it).
 pub(crate) const HISTORY_TABLE: &str = "__diesel_schema_migrations";
@@ -85,6 +83,14 @@ pub(crate) enum HarnessError {
     /// The tenant's history holds a version this binary does not know.
     #[error("applied version {0} is not in this migration set (was the tenant migrated by a newer release?)")]
     UnknownVersion(String),
+    /// `up` would apply a pending migration older than the tenant's newest applied one.
+    #[error("{pending} is pending but older than {newest}, the newest applied migration: refusing to apply it out of order (nothing was changed on this tenant)")]
+    OutOfOrder {
+        /// Directory name of the oldest pending migration that is out of order.
+        pending: String,
+        /// The newest applied migration (directory name, or the bare version if unknown).
+        newest: String,
+    },
     /// The schema does not exist.
     #[error("schema {0} does not exist")]
     MissingSchema(String),
@@ -183,12 +189,8 @@ const LOCK_WAIT: &str = "migrate-tenants: lock wait timeout";
 pub(crate) struct TenantHarness<'a> {
     conn: &'a mut PgConnection,
     schema: SchemaName,
-    /// The `search_path` value migrations run with, as a SQL literal.
-    search_path: String,
-    /// `lock_timeout` for migration statements, e.g. `5000ms`.
-    lock_timeout: Option<String>,
-    /// `statement_timeout` for migration statements.
-    statement_timeout: Option<String>,
+    /// Builds what is sent (the same builder prints a dry run's SQL).
+    sql: StepSql,
     /// Versions that run under the database-wide lock.
     database_wide: std::sync::Arc<std::collections::BTreeSet<String>>,
     /// The current step's commit marker (unique in this process).
@@ -232,9 +234,7 @@ impl<'a> TenantHarness<'a> {
         let mut harness = TenantHarness {
             conn,
             schema: schema.clone(),
-            search_path: String::new(),
-            lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
-            statement_timeout: settings.statement_timeout.map(|t| format!("{}ms", t.as_millis())),
+            sql: StepSql::new(schema, settings),
             database_wide: settings.database_wide.clone(),
             step_marker: 0,
             last_transient: None,
@@ -259,11 +259,6 @@ impl<'a> TenantHarness<'a> {
             }
         }
         harness.released = false;
-        let path: Vec<String> = std::iter::once(schema)
-            .chain(&settings.search_path_suffix)
-            .map(SchemaName::quoted)
-            .collect();
-        harness.search_path = quote_literal(&path.join(", "));
         Ok(harness)
     }
 
@@ -332,19 +327,12 @@ impl<'a> TenantHarness<'a> {
         f(self.conn)
     }
 
-    fn history(&self) -> String {
-        format!("{}.{HISTORY_TABLE}", self.schema.quoted())
-    }
-
     /// Whether the schema exists.
     pub(crate) fn schema_exists(&mut self) -> Result<bool> {
-        let literal = self.schema.literal();
-        diesel::sql_query(format!(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {literal}) AS flag"
-        ))
-        .get_result::<Flag>(self.conn())
-        .map(|f| f.flag)
-        .map_err(|e| db_error("checking the schema", &e))
+        diesel::sql_query(self.sql.schema_exists())
+            .get_result::<Flag>(self.conn())
+            .map(|f| f.flag)
+            .map_err(|e| db_error("checking the schema", &e))
     }
 
     /// Whether the schema has a history table (whether it is a tenant at all).
@@ -354,19 +342,13 @@ impl<'a> TenantHarness<'a> {
 
     /// `DROP SCHEMA ... CASCADE`: the tenant and all its data.
     pub(crate) fn drop_schema(&mut self) -> Result<()> {
-        let sql = format!("DROP SCHEMA {} CASCADE", self.schema.quoted());
+        let sql = self.sql.drop_schema();
         self.execute(&sql)
     }
 
     /// Creates the history table (and, with `create_schema`, the schema) if missing.
     pub(crate) fn prepare(&mut self, create_schema: bool) -> Result<()> {
-        let schema = self.schema.quoted();
-        let create = if create_schema {
-            format!("CREATE SCHEMA IF NOT EXISTS {schema};\n")
-        } else {
-            String::new()
-        };
-        let sql = format!("{create}CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL};", self.history());
+        let sql = self.sql.prepare(create_schema);
         self.conn().batch_execute(&sql).map_err(|e| {
             // Asked of the catalog, not of the (translated) message.
             if !create_schema && self.schema_exists().ok() == Some(false) {
@@ -395,9 +377,8 @@ impl<'a> TenantHarness<'a> {
     pub(crate) fn apply(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
         log::debug!("{}: applying {}", self.schema, migration.dir_name);
         let record = format!(
-            "INSERT INTO {} (version) VALUES ({}){}",
-            self.history(),
-            quote_literal(&migration.version),
+            "{}{}",
+            self.sql.record(&migration.version),
             self.journaled(migration, StepKind::Up)
         );
         self.step(migration, Direction::Up, &migration.up, &record, in_transaction)
@@ -408,9 +389,8 @@ impl<'a> TenantHarness<'a> {
     pub(crate) fn revert(&mut self, migration: &Migration, in_transaction: bool) -> Result<()> {
         log::debug!("{}: reverting {}", self.schema, migration.dir_name);
         let forget = format!(
-            "DELETE FROM {} WHERE version = {}{}",
-            self.history(),
-            quote_literal(&migration.version),
+            "{}{}",
+            self.sql.forget(&migration.version),
             self.journaled(migration, StepKind::Down)
         );
         match &migration.down {
@@ -437,14 +417,14 @@ impl<'a> TenantHarness<'a> {
                 format!(
                     "CREATE TABLE IF NOT EXISTS {history} {HISTORY_DDL};\nINSERT INTO {history} (version) VALUES ({})",
                     quote_literal(&migration.version),
-                    history = self.history()
+                    history = self.sql.history()
                 ),
                 StepKind::MarkApplied,
             ),
             false => (
                 format!(
                     "DELETE FROM {} WHERE version = {}",
-                    self.history(),
+                    self.sql.history(),
                     quote_literal(&migration.version)
                 ),
                 StepKind::MarkPending,
@@ -549,56 +529,6 @@ COMMIT;",
         error
     }
 
-    /// Sets `search_path` (and `lock_timeout`) for the migration and checks the schema is
-    /// really the current one. In a transaction (`local`), the settings end at COMMIT and
-    /// the transaction id is remembered, so [`Self::check_after`] can tell whether the
-    /// migration ended the transaction.
-    fn enter(&self, local: bool) -> String {
-        let mut sql = format!("SELECT set_config('search_path', {}, {local});\n", self.search_path);
-        // Not outside a transaction: CREATE INDEX CONCURRENTLY's wait for older
-        // transactions counts as a lock wait, and timing it out leaves an INVALID index.
-        if let Some(timeout) = self.lock_timeout.as_ref().filter(|_| local) {
-            sql.push_str(&format!(
-                "SELECT set_config('lock_timeout', {}, {local});\n",
-                quote_literal(timeout)
-            ));
-        }
-        if let Some(timeout) = self.statement_timeout.as_ref().filter(|_| local) {
-            sql.push_str(&format!(
-                "SELECT set_config('statement_timeout', {}, {local});\n",
-                quote_literal(timeout)
-            ));
-        }
-        if local {
-            sql.push_str("SELECT set_config('migrate_tenants.txid', txid_current()::text, true);\n");
-        }
-        sql.push_str(&format!(
-            "DO $mt$BEGIN IF current_schema() IS DISTINCT FROM {schema} THEN RAISE EXCEPTION \
-             'migrate-tenants: schema % is not usable (current_schema() is %): does it exist, and may this role use it?', \
-             {schema}, current_schema(); END IF; END$mt$;\n",
-            schema = self.schema.literal(),
-        ));
-        sql
-    }
-
-    /// Checks the migration left `search_path` alone and, in a transaction, did not end it.
-    fn check_after(&self, local: bool) -> String {
-        let split = if local {
-            format!(
-                "IF current_setting('migrate_tenants.txid', true) IS DISTINCT FROM txid_current()::text THEN RAISE EXCEPTION \
-                 '{SPLIT}: the migration ended its transaction (COMMIT/ROLLBACK); what ran before that is committed'; END IF; "
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "DO $mt$BEGIN {split}IF current_setting('search_path') IS DISTINCT FROM {path} THEN RAISE EXCEPTION \
-             'migrate-tenants: the migration changed search_path to %; a migration must not change search_path', \
-             current_setting('search_path'); END IF; END$mt$;\n",
-            path = self.search_path,
-        )
-    }
-
     /// One round trip: search_path, checks, body and bookkeeping in one transaction.
     fn step_in_transaction(
         &mut self,
@@ -607,23 +537,9 @@ COMMIT;",
         in_tx: bool,
         database_wide: bool,
     ) -> std::result::Result<(), String> {
-        let (begin, commit) = if in_tx { ("", "") } else { ("BEGIN;\n", "COMMIT;") };
-        // Held until the transaction ends: tenants touching database-wide objects take turns,
-        // and each sees what the previous one committed (IF NOT EXISTS then works).
-        let begin = if database_wide {
-            format!("{begin}SELECT pg_advisory_xact_lock({});\n", database_wide_lock_key())
-        } else {
-            begin.to_string()
-        };
-        self.step_marker = STEP_MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // A session-level marker set inside the transaction: it survives only if the
-        // transaction (or a part of it, split off by a COMMIT in the body) was committed.
-        let marker = format!(
-            "SELECT set_config('migrate_tenants.step', '{}', false);\n",
-            self.step_marker
-        );
-        let prefix = format!("{begin}{marker}{}", self.enter(true));
-        let batch = format!("{prefix}{body}\n;\n{}{bookkeeping};\n{commit}", self.check_after(true));
+        self.step_marker = step_sql::next_marker();
+        let prefix = self.sql.transaction_prefix(in_tx, database_wide, self.step_marker);
+        let batch = self.sql.transaction_batch(&prefix, body, bookkeeping, in_tx);
         match self.conn().batch_execute(&batch) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -655,15 +571,8 @@ COMMIT;",
 
     /// A single statement that cannot run in a transaction block: sent alone.
     fn step_outside_transaction(&mut self, body: &str, bookkeeping: &str) -> std::result::Result<(), String> {
-        let enter = self.enter(false);
-        // Sent as its own query, in autocommit both timestamps are equal; they differ when
-        // the body left a transaction open (which would swallow the history row).
-        let finish = format!(
-            "DO $mt$BEGIN IF transaction_timestamp() <> statement_timestamp() THEN RAISE EXCEPTION \
-             'migrate-tenants: the migration left a transaction open'; END IF; END$mt$;\n{}{}{bookkeeping};",
-            self.check_after(false),
-            self.invalid_index_check(body),
-        );
+        let enter = self.sql.enter(false);
+        let finish = self.sql.outside_finish(body, bookkeeping);
         let interrupted = self.control.is_some_and(RunControl::interrupted);
         let result = self
             .conn()
@@ -683,7 +592,7 @@ COMMIT;",
         if result.is_err() {
             let _ = self.conn().batch_execute("ROLLBACK");
         }
-        let reset = self.conn().batch_execute("RESET search_path");
+        let reset = self.conn().batch_execute(StepSql::outside_reset());
         result.and(reset.map_err(|e| describe(&e, None)))
     }
 
@@ -693,38 +602,13 @@ COMMIT;",
         &mut self,
         step: impl FnOnce(&mut Self) -> std::result::Result<(), String>,
     ) -> std::result::Result<(), String> {
-        let key = database_wide_lock_key();
         self.conn()
-            .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+            .batch_execute(&StepSql::wide_lock())
             .map_err(|e| describe(&e, None))?;
         let result = step(self);
         // The lock is also released with the others when the tenant is released.
-        let _ = self.conn().batch_execute(&format!("SELECT pg_advisory_unlock({key})"));
+        let _ = self.conn().batch_execute(&StepSql::wide_unlock());
         result
-    }
-
-    /// After a `CONCURRENTLY` build: refuses to record the version while the schema holds an
-    /// INVALID index (a failed or interrupted build leaves one, and `IF NOT EXISTS` then
-    /// skips it silently), naming the statement that drops it.
-    fn invalid_index_check(&self, body: &str) -> String {
-        if !body.to_ascii_lowercase().contains("concurrently") {
-            return String::new();
-        }
-        // Only indexes the migration names: an unrelated INVALID index (an application's
-        // REINDEX CONCURRENTLY leftover) is none of this migration's business.
-        format!(
-            "DO $mt$DECLARE bad text; drops text; BEGIN \
-             SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', '), \
-                    string_agg(format('DROP INDEX CONCURRENTLY %I.%I;', n.nspname, c.relname), ' ') \
-               INTO bad, drops FROM pg_index i \
-             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = {schema} AND NOT i.indisvalid AND strpos(lower({body}), lower(c.relname)) > 0; \
-             IF bad IS NOT NULL THEN RAISE EXCEPTION 'migrate-tenants: INVALID index % in the schema (a CONCURRENTLY \
-             build failed or was interrupted); the version was not recorded: run % and run again', \
-             bad, drops; END IF; END$mt$;\n",
-            schema = self.schema.literal(),
-            body = quote_literal(body),
-        )
     }
 
     /// Resets the session and releases the lock. If that fails, the connection is marked
@@ -739,16 +623,7 @@ COMMIT;",
     }
 
     fn unlock(&mut self) -> Result<()> {
-        let sql = format!(
-            "{SESSION_RESET}\n\
-             DO $mt$BEGIN IF NOT pg_advisory_unlock({key}) THEN RAISE EXCEPTION \
-             'migrate-tenants: the advisory lock of % was lost during the run (did a migration call \
-             pg_advisory_unlock_all() or DISCARD ALL?); another runner may have migrated it at the same time', {schema}; \
-             END IF; END$mt$;\n\
-             SELECT pg_advisory_unlock_all();",
-            key = self.schema.lock_key(),
-            schema = self.schema.literal(),
-        );
+        let sql = self.sql.release();
         self.conn().batch_execute(&sql).map_err(|e| {
             mark_broken(self.conn);
             db_error("releasing the tenant", &e)
@@ -772,10 +647,7 @@ impl Drop for TenantHarness<'_> {
 /// Applied versions of `schema`, newest first (empty when it has no history table). Reads
 /// without the tenant's lock: for `status`, and for the harness once it holds the lock.
 pub(crate) fn applied_versions(conn: &mut PgConnection, schema: &SchemaName) -> Result<Vec<String>> {
-    let sql = format!(
-        "SELECT version::text AS version FROM {}.{HISTORY_TABLE} ORDER BY version DESC",
-        schema.quoted()
-    );
+    let sql = StepSql::new(schema, &Settings::default()).applied();
     match diesel::sql_query(sql).load::<VersionRow>(conn) {
         Ok(rows) => Ok(rows.into_iter().map(|r| r.version).collect()),
         Err(e) if !history_exists(conn, schema).unwrap_or(true) => {
@@ -787,8 +659,7 @@ pub(crate) fn applied_versions(conn: &mut PgConnection, schema: &SchemaName) -> 
 }
 
 fn history_exists(conn: &mut PgConnection, schema: &SchemaName) -> Result<bool> {
-    let table = quote_literal(&format!("{}.{HISTORY_TABLE}", schema.quoted()));
-    diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
+    diesel::sql_query(StepSql::new(schema, &Settings::default()).history_exists())
         .get_result::<Flag>(conn)
         .map(|f| f.flag)
         .map_err(|e| db_error("looking for the history table", &e))

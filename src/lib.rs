@@ -24,14 +24,16 @@ assert_eq!(report.summary.failed, 0);
 
 Inside, one module per concern: `source` (embedded sets), `runner` (this builder), `fleet`
 (the skeleton every run shares), `migrate` and `lifecycle` (what runs on each tenant),
-`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `journal`
-(what each run did, in the database), `lint`
+`tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `step_sql`
+(the SQL the harness sends, built by pure functions), `journal` (what each run did, in the
+database), `dry_run` (plans before changes, with that same SQL), `canary` (a few tenants first), `lint`
 (multi-tenant hazards in a set, without a database),
 `shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
 `discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`; `tenant_pool` serves
 tenants to the application ([`TenantPool`]).
 */
 
+mod canary;
 mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -40,6 +42,7 @@ mod control;
 mod database;
 mod discovery;
 mod drift;
+mod dry_run;
 mod error;
 mod fleet;
 mod harness;
@@ -58,11 +61,13 @@ mod shared;
 mod snapshot;
 mod source;
 mod status;
+mod step_sql;
 mod tenant;
 mod tenant_pool;
 mod tenant_run;
 mod verify;
 
+pub use canary::Canary;
 pub use config::{
     DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
     DEFAULT_RETRIES,
@@ -71,6 +76,7 @@ pub use control::{CancelToken, StopReason};
 pub use database::{Pool, Target, Unreachable};
 pub use discovery::DiscoveryError;
 pub use drift::{DriftReport, Drifted, VersionGroup};
+pub use dry_run::{PlannedStep, StepAction, TenantPlan};
 pub use error::{Blocked, Error, Refusal};
 pub use journal::{checksum, journal_ddl, RunDetail, RunRecord, RunTenant, StepRecord, DEFAULT_JOURNAL_SCHEMA};
 pub use lint::{lint, Finding, LintConfig, LintReport, Rule, Severity};

@@ -67,8 +67,14 @@ pub(crate) fn create(
     if fleet.control.interrupted() || !fleet.shared_first(observer) {
         return Ok(fleet.finish(Vec::new(), observer));
     }
+    if config.dry_run {
+        let reports = crate::dry_run::create(config, &mut fleet.db, &schemas, if_exists == IfExists::Migrate)?;
+        reports.iter().for_each(|r| observer.tenant_done(r));
+        return Ok(fleet.finish(reports, observer));
+    }
     let creator = Creator {
         settings: fleet.settings(&config.settings),
+        allow_out_of_order: config.allow_out_of_order,
         set: &config.migrations,
         if_exists,
     };
@@ -97,6 +103,12 @@ pub(crate) fn drop(
 ) -> Result<FleetReport, Error> {
     let schemas = names(list, &config.shared.schema)?;
     let mut fleet = Fleet::open(config, None, RunKind::TenantDrop, observer)?;
+    if config.dry_run {
+        let skip_missing = if_missing == IfMissing::Skip;
+        let reports = crate::dry_run::drop(config, &mut fleet.db, &schemas, force, skip_missing)?;
+        reports.iter().for_each(|r| observer.tenant_done(r));
+        return Ok(fleet.finish(reports, observer));
+    }
     fleet.journal_tenants(&schemas)?;
     let drop_one =
         |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| drop_tenant(conn, s, force, if_missing, w.control));
@@ -166,6 +178,7 @@ fn drop_tenant(
 
 struct Creator<'c> {
     settings: Settings,
+    allow_out_of_order: bool,
     set: &'c MigrationSet,
     if_exists: IfExists,
 }
@@ -193,6 +206,7 @@ impl Creator<'_> {
             let up = Command::Up { to: None };
             return Ok(TenantRun::new(&tenant, &up, self.set)
                 .controlled(control)
+                .allow_out_of_order(self.allow_out_of_order)
                 .run_with(conn, &self.settings)
                 .finish());
         }

@@ -57,6 +57,8 @@ pub(crate) fn run(
         })?,
     };
     observer.discovered(&found.tenants, &found.invalid);
+    let canary = config.canary.as_ref().filter(|_| matches!(command, Command::Up { .. }));
+    let canaries = crate::canary::select(canary, &found.tenants)?;
     fleet.refused_names(found.invalid.iter().map(ToString::to_string).collect());
     let states = read_states(&mut fleet, &found.tenants, set)?;
     if let Command::Rollback { force, .. } = command {
@@ -74,8 +76,12 @@ pub(crate) fn run(
         set,
         settings: &settings,
         undo: &undo,
+        canaries: canaries.as_ref(),
     };
-    let mut reports = migrate.run(&mut fleet, found.tenants, states, observer);
+    let mut reports = match config.dry_run {
+        true => migrate.plan(&mut fleet, found.tenants, states, observer),
+        false => migrate.run(&mut fleet, found.tenants, states, observer),
+    };
     if *command != Command::Status {
         return Ok(fleet.finish(reports, observer));
     }
@@ -326,6 +332,32 @@ struct Migrate<'r> {
     settings: &'r crate::config::Settings,
     /// A rollback's migrations per tenant.
     undo: &'r Undo,
+    /// `up --canary`: these tenants first.
+    canaries: Option<&'r std::collections::BTreeSet<SchemaName>>,
+}
+
+impl Migrate<'_> {
+    /// A dry run: the catalog settles what it can (as in a real run), the planner predicts
+    /// the rest; nothing is locked or changed.
+    fn plan(
+        &self,
+        fleet: &mut Fleet<'_>,
+        tenants: Vec<SchemaName>,
+        states: Vec<TenantState>,
+        observer: &mut dyn Observer,
+    ) -> Vec<TenantReport> {
+        let planner = crate::dry_run::Planner::new(self.config, self.command, self.set);
+        let mut reports = Vec::with_capacity(tenants.len());
+        for (schema, state) in tenants.into_iter().zip(states) {
+            let report = match self.triage(schema, &state) {
+                Ok(report) => report,
+                Err(tenant) => planner.tenant(&mut fleet.db.control, tenant, state.unreadable),
+            };
+            observer.tenant_done(&report);
+            reports.push(report);
+        }
+        reports
+    }
 }
 
 impl Migrate<'_> {
@@ -355,7 +387,13 @@ impl Migrate<'_> {
         }
         let run_one = |t: &Tenant, worker: &Worker<'_>| self.run_tenant(t, worker);
         let skip_one = |t: &Tenant, why: &str| TenantRun::new(t, self.command, self.set).skip(why).finish();
-        reports.extend(fleet.parallel(&work, observer, run_one, skip_one));
+        match self.canaries {
+            Some(canaries) => {
+                let waves = crate::canary::in_two_waves(fleet, canaries, work, &reports, observer, run_one, skip_one);
+                reports.extend(waves);
+            }
+            None => reports.extend(fleet.parallel(&work, observer, run_one, skip_one)),
+        }
         reports
     }
 
@@ -390,6 +428,12 @@ impl Migrate<'_> {
         }
         match plan::tenant_plan(self.command, self.set, &tenant.undo, &applied) {
             Ok(steps) if steps.is_empty() => Ok(run.finish()),
+            Ok(steps) if !self.config.allow_out_of_order => {
+                match plan::check_order(self.command, self.set, &applied, &steps) {
+                    Err(e) => Ok(run.fail(&e).finish()),
+                    Ok(()) => Err(tenant),
+                }
+            }
             _ => Err(tenant),
         }
     }
@@ -404,6 +448,7 @@ impl Migrate<'_> {
             let (report, transient) = TenantRun::new(tenant, self.command, self.set)
                 .controlled(worker.control)
                 .atomic_up(config.atomic)
+                .allow_out_of_order(config.allow_out_of_order)
                 .run_on(worker.workers, self.settings)
                 .finish_with_cause();
             // Only `up` is tried again: its plan (what is pending) is the same whatever an

@@ -138,6 +138,41 @@ pub(crate) fn tenant_plan<'s>(
         .collect()
 }
 
+/// Flyway's ordering rule for `up`: a pending migration older than the tenant's newest
+/// applied version (known or not) is refused, naming both. Other commands pass.
+pub(crate) fn check_order(
+    command: &Command,
+    set: &MigrationSet,
+    applied_desc: &[String],
+    steps: &[Step<'_>],
+) -> Result<(), HarnessError> {
+    let (Command::Up { .. }, Some(newest)) = (command, applied_desc.first()) else {
+        return Ok(());
+    };
+    let late = steps.iter().find_map(|s| match s {
+        Step::Apply(m) if m.version < *newest => Some(m),
+        _ => None,
+    });
+    match late {
+        Some(m) => Err(HarnessError::OutOfOrder {
+            pending: m.dir_name.clone(),
+            newest: set.get(newest).map_or_else(|| newest.clone(), |n| n.dir_name.clone()),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The `--to` version `command` names when the tenant is already past it (its newest
+/// applied version is newer), as the migration's directory name.
+pub(crate) fn past_target(command: &Command, set: &MigrationSet, applied_desc: &[String]) -> Option<String> {
+    let Command::Up { to: Some(to) } = command else {
+        return None;
+    };
+    let target = set.resolve_version(to)?;
+    let newest = applied_desc.first()?;
+    (*newest > target.version).then(|| target.dir_name.clone())
+}
+
 fn reversible<'s>(set: &'s MigrationSet, versions: &[&String]) -> Result<Vec<&'s Migration>, HarnessError> {
     versions
         .iter()
@@ -235,6 +270,26 @@ mod tests {
             plan(&Command::Down(DownTarget::Steps(1)), &s, &applied(&["9"])),
             Err(HarnessError::UnknownVersion("9".into()))
         );
+    }
+
+    #[test]
+    fn out_of_order_pending_is_refused_and_past_target_named() {
+        let s = set();
+        let up = Command::Up { to: None };
+        let a = applied(&["3", "1"]);
+        let steps = plan(&up, &s, &a).unwrap();
+        assert_eq!(
+            check_order(&up, &s, &a, &steps),
+            Err(HarnessError::OutOfOrder {
+                pending: "2_m".into(),
+                newest: "3_m".into()
+            })
+        );
+        let in_order = applied(&["2", "1"]);
+        assert!(check_order(&up, &s, &in_order, &plan(&up, &s, &in_order).unwrap()).is_ok());
+        let to = Command::Up { to: Some("2".into()) };
+        assert_eq!(past_target(&to, &s, &a), Some("2_m".into()));
+        assert_eq!(past_target(&to, &s, &in_order), None);
     }
 
     #[test]

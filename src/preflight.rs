@@ -41,7 +41,7 @@ pub(crate) fn check(db: &mut Database, config: &RunConfig, kind: RunKind) -> Res
         context: "checking the server before the run".into(),
         message: e.to_string(),
     })?;
-    let writes = !kind.reads_only();
+    let writes = !kind.reads_only() && !config.dry_run;
     if writes && state.read_only {
         return Err(Error::Config(
             "the server is read-only (a standby in recovery, or default_transaction_read_only is on): \

@@ -77,6 +77,8 @@ pub enum FailureKind {
     UnknownVersion,
     /// The schema does not exist.
     MissingSchema,
+    /// `up` would apply a migration older than the tenant's newest applied one.
+    OutOfOrder,
     /// `tenant create`: the schema already exists.
     SchemaExists,
     /// `tenant drop`: the schema has no history table, so it is not a tenant.
@@ -100,6 +102,7 @@ impl From<&HarnessError> for Outcome {
             HarnessError::Irreversible(_) => FailureKind::Irreversible,
             HarnessError::UnknownVersion(_) => FailureKind::UnknownVersion,
             HarnessError::MissingSchema(_) => FailureKind::MissingSchema,
+            HarnessError::OutOfOrder { .. } => FailureKind::OutOfOrder,
             HarnessError::SchemaExists(_) => FailureKind::SchemaExists,
             HarnessError::NotATenant(_) => FailureKind::NotATenant,
             HarnessError::LockWait(_) => FailureKind::LockWait,
@@ -150,6 +153,13 @@ pub struct TenantReport {
     pub retries: u32,
     /// Wall time spent on this tenant, in milliseconds.
     pub elapsed_ms: u64,
+    /// `up --to`: the target this tenant is already past (its newest applied migration is
+    /// newer), as the migration's directory name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub past_target: Option<String>,
+    /// A dry run: what the real run would do on this tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::dry_run::TenantPlan>,
 }
 
 impl TenantReport {
@@ -171,6 +181,8 @@ impl TenantReport {
             notes: Vec::new(),
             retries: 0,
             elapsed_ms: 0,
+            past_target: None,
+            plan: None,
         }
     }
 
@@ -343,6 +355,9 @@ pub struct FleetReport {
     pub last_run: Option<LastRun>,
     /// Wall time of the run, in milliseconds.
     pub elapsed_ms: u64,
+    /// A dry run: nothing was changed; outcomes say what the real run would do, and each
+    /// tenant's `plan` how.
+    pub dry_run: bool,
 }
 
 impl FleetReport {
@@ -360,6 +375,7 @@ impl FleetReport {
             versions: Vec::new(),
             last_run: None,
             elapsed_ms: 0,
+            dry_run: false,
         }
     }
 

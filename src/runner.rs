@@ -4,6 +4,7 @@ database (a URL or the application's own pool) and a source of tenant names, the
 run a command. Every command returns a typed [`FleetReport`]; nothing is printed.
 */
 
+use crate::canary::Canary;
 use crate::config::{
     Command, DownTarget, MissingPolicy, RunConfig, Settings, SharedConfig, TenantSource, DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_RETRIES,
@@ -193,6 +194,10 @@ pub struct Runner {
     journal_arguments: Option<String>,
     resume: Option<(Resume, bool)>,
     allow_mixed_versions: bool,
+    dry_run: bool,
+    dry_run_sql: bool,
+    allow_out_of_order: bool,
+    canary: Option<Canary>,
 }
 
 impl Runner {
@@ -227,6 +232,10 @@ impl Runner {
             journal_arguments: None,
             resume: None,
             allow_mixed_versions: false,
+            dry_run: false,
+            dry_run_sql: false,
+            allow_out_of_order: false,
+            canary: None,
         }
     }
 
@@ -446,6 +455,44 @@ impl Runner {
         Ok((config, db))
     }
 
+    /// Plan only: every command reads the fleet's state and reports what it would do, and
+    /// changes nothing in the database (no schema, history table or journal row; advisory
+    /// locks are not taken). The report's [`dry_run`](FleetReport::dry_run) is set, its
+    /// outcomes are predictions, and each tenant's [`plan`](crate::TenantReport::plan) lists
+    /// the steps in order.
+    pub fn dry_run(mut self, dry_run: bool) -> Runner {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// With [`dry_run`](Runner::dry_run): each tenant's plan also holds the exact SQL the real
+    /// run would send to it (lock, `search_path`, checks, bookkeeping, transaction control),
+    /// a script psql can run.
+    pub fn dry_run_sql(mut self, sql: bool) -> Runner {
+        self.dry_run_sql = sql;
+        self
+    }
+
+    /// Whether this runner only plans (see [`dry_run`](Runner::dry_run)).
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// `up` applies a pending migration older than the tenant's newest applied one (added
+    /// late, e.g. from a merged branch). By default such a tenant fails, naming both
+    /// versions, and nothing is changed on it (Flyway's `outOfOrder` rule).
+    pub fn allow_out_of_order(mut self, allow: bool) -> Runner {
+        self.allow_out_of_order = allow;
+        self
+    }
+
+    /// `up` migrates these tenants first and starts the rest of the fleet only if every one
+    /// of them succeeded; otherwise the others are reported skipped, untouched.
+    pub fn canary(mut self, canary: Canary) -> Runner {
+        self.canary = Some(canary);
+        self
+    }
+
     /// Applies every pending migration (shared schema first).
     pub fn up(&self) -> Result<FleetReport, Error> {
         self.run(&Task::Up { to: None }, &mut ())
@@ -637,6 +684,10 @@ impl Runner {
                 }),
                 false => None,
             },
+            dry_run: self.dry_run,
+            dry_run_sql: self.dry_run_sql,
+            allow_out_of_order: self.allow_out_of_order,
+            canary: self.canary.clone(),
         })
     }
 }

@@ -100,7 +100,10 @@ impl<'c> Shared<'c> {
     /// Runs the shared migrations when they come before the tenants (`up`, `status`).
     pub(crate) fn before_tenants(&self, db: &mut Database, observer: &mut dyn Observer) -> Option<TenantReport> {
         let set = self.set.filter(|_| !Self::reverts(&self.command))?;
-        let report = self.run(db, set);
+        let report = match self.config.dry_run {
+            true => crate::dry_run::shared(self.config, &self.command, set, db),
+            false => self.run(db, set),
+        };
         observer.shared_done(&report);
         Some(report)
     }
@@ -125,6 +128,8 @@ impl<'c> Shared<'c> {
             TenantRun::new(&tenant, &self.command, set)
                 .skip("a tenant failed or the run stopped early; the shared schema was left as it is")
                 .finish()
+        } else if self.config.dry_run {
+            crate::dry_run::shared(self.config, &self.command, set, db)
         } else {
             self.run(db, set)
         };
@@ -162,6 +167,7 @@ impl<'c> Shared<'c> {
             ..self.config.settings.clone()
         };
         TenantRun::new(&tenant, &self.command, set)
+            .allow_out_of_order(self.config.allow_out_of_order)
             .run_with(&mut db.control, &settings)
             .finish()
     }

@@ -44,6 +44,8 @@ pub(crate) struct TenantRun<'r> {
     atomic_up: bool,
     /// Why the failure may pass, when the tenant failed.
     transient: Option<Transient>,
+    /// `up` may apply a migration older than the newest applied one.
+    allow_out_of_order: bool,
 }
 
 impl<'r> TenantRun<'r> {
@@ -60,6 +62,7 @@ impl<'r> TenantRun<'r> {
             control: None,
             atomic_up: false,
             transient: None,
+            allow_out_of_order: false,
         };
         run.record_state(&tenant.applied);
         run
@@ -75,6 +78,13 @@ impl<'r> TenantRun<'r> {
     /// `up` applies all pending migrations in one transaction.
     pub(crate) fn atomic_up(mut self, atomic: bool) -> Self {
         self.atomic_up = atomic;
+        self
+    }
+
+    /// `up` applies a pending migration older than the newest applied one instead of
+    /// refusing the tenant.
+    pub(crate) fn allow_out_of_order(mut self, allow: bool) -> Self {
+        self.allow_out_of_order = allow;
         self
     }
 
@@ -137,6 +147,9 @@ impl<'r> TenantRun<'r> {
         let applied = h.applied()?;
         self.record_state(&applied);
         let steps = plan::tenant_plan(self.command, self.set, &self.tenant.undo, &applied)?;
+        if !self.allow_out_of_order {
+            plan::check_order(self.command, self.set, &applied, &steps)?;
+        }
         log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
         if self.atomic(&steps) {
             self.all_or_nothing(&mut h, steps)?;
@@ -152,12 +165,7 @@ impl<'r> TenantRun<'r> {
     /// Whether the steps run in one transaction: `redo` whenever every step can (as the
     /// diesel CLI does), `up` when asked to.
     fn atomic(&self, steps: &[Step<'_>]) -> bool {
-        let wanted = match self.command {
-            Command::Redo { .. } => true,
-            Command::Up { .. } => self.atomic_up,
-            _ => false,
-        };
-        wanted && steps.len() > 1 && steps.iter().all(|s| s.migration().run_in_transaction)
+        runs_atomically(self.command, self.atomic_up, steps)
     }
 
     /// Runs every step in one transaction; on failure the tenant is left exactly as before.
@@ -247,6 +255,17 @@ impl<'r> TenantRun<'r> {
         Ok(())
     }
 
+    /// A dry run's report: `plan` says what would be done, `predicted` the applied versions
+    /// (newest first) the tenant would end with.
+    pub(crate) fn planned(mut self, predicted: Vec<String>, plan: crate::dry_run::TenantPlan) -> Self {
+        if !plan.steps.is_empty() || plan.creates_schema || plan.drops_schema {
+            self.report.outcome = Outcome::Changed;
+        }
+        self.applied = predicted;
+        self.report.plan = Some(plan);
+        self
+    }
+
     /// The report, and why its failure may pass (a retry may succeed).
     pub(crate) fn finish_with_cause(self) -> (TenantReport, Option<Transient>) {
         let transient = self.transient;
@@ -261,6 +280,9 @@ impl<'r> TenantRun<'r> {
             r.outcome = Outcome::Changed;
         }
         r.version_after = self.applied.first().cloned();
+        if r.outcome == Outcome::Unchanged {
+            r.past_target = plan::past_target(self.command, self.set, &self.applied);
+        }
         r.applied_count = self.applied.len();
         r.unknown = self
             .applied
@@ -278,6 +300,17 @@ impl<'r> TenantRun<'r> {
         r.pending_count = r.pending.len();
         self.report.took(self.started.elapsed())
     }
+}
+
+/// Whether `steps` run in one transaction: `redo` whenever every step can (as the diesel CLI
+/// does), `up` when asked to (`atomic_up`).
+pub(crate) fn runs_atomically(command: &Command, atomic_up: bool, steps: &[Step<'_>]) -> bool {
+    let wanted = match command {
+        Command::Redo { .. } => true,
+        Command::Up { .. } => atomic_up,
+        _ => false,
+    };
+    wanted && steps.len() > 1 && steps.iter().all(|s| s.migration().run_in_transaction)
 }
 
 /// The error of a step inside an all-or-nothing transaction, saying that nothing was kept.

@@ -10,10 +10,14 @@ mod helpers;
 mod app;
 #[path = "it/authoring.rs"]
 mod authoring;
+#[path = "it/canary.rs"]
+mod canary;
 #[path = "it/concurrency.rs"]
 mod concurrency;
 #[path = "it/config.rs"]
 mod config;
+#[path = "it/confirm.rs"]
+mod confirm;
 #[path = "it/connection.rs"]
 mod connection;
 #[path = "it/failures.rs"]
@@ -36,12 +40,18 @@ mod lint;
 mod names;
 #[path = "it/non_transactional.rs"]
 mod non_transactional;
+#[path = "it/ordering.rs"]
+mod ordering;
+#[path = "it/plans.rs"]
+mod plans;
 #[path = "it/search_path.rs"]
 mod search_path;
 #[path = "it/session.rs"]
 mod session;
 #[path = "it/shared.rs"]
 mod shared;
+#[path = "it/streams.rs"]
+mod streams;
 #[path = "it/tenant_pool.rs"]
 mod tenant_pool;
 #[path = "it/tenants.rs"]

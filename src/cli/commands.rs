@@ -47,6 +47,7 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
         CliCommand::Generate { name, no_transaction } => generate(&cli.global, migrations, name, *no_transaction),
         CliCommand::Tenant(cmd) => tenant(&cli.global, migrations, cmd, cancel),
         CliCommand::Runs { show, limit } => runs(&cli.global, migrations, show.as_ref(), *limit),
+        CliCommand::Completions { shell } => Ok(completions(*shell)),
         command => fleet(&cli.global, migrations, command, cancel),
     };
     match result {
@@ -57,6 +58,9 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
                 // A script reading stdout gets a document in every case.
                 let doc = serde_json::json!({ "error": { "message": message, "exit_code": code } });
                 outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            if cli.global.format == Format::JsonLines {
+                outln!("{}", super::json_lines::error(&message, code));
             }
             errln!("error: {message}");
             code
@@ -90,6 +94,7 @@ fn run_error(e: Error) -> (i32, String) {
 /// The runner for this binary's migrations: the embedded set, or a located directory.
 fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
     let (tenant, shared) = sets(global, migrations)?;
+    remember_names(global, migrations, tenant.as_ref(), shared.as_ref());
     let runner = match tenant {
         Some(set) => Runner::new(set).shared_migrations(shared),
         None => match migrations {
@@ -98,6 +103,25 @@ fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, Strin
         },
     };
     Ok(runner)
+}
+
+/// Remembers the migrations' names for human output (an embedded set is read again here:
+/// an invalid one fails the run with its own error later).
+fn remember_names(
+    global: &Global,
+    migrations: Migrations,
+    tenant: Option<&MigrationSet>,
+    shared: Option<&MigrationSet>,
+) {
+    let remember = |tenant, shared| super::names::remember(tenant, shared, &global.shared_schema);
+    match (migrations, tenant) {
+        (Migrations::Embedded(embedded), None) => {
+            let tenant = embedded.tenant_set().ok();
+            let shared = embedded.shared_set().ok().flatten();
+            remember(tenant.as_ref(), shared.as_ref());
+        }
+        _ => remember(tenant, shared),
+    }
 }
 
 /// The directory sets of the stock binary (`None` for an embedded binary, which refuses
@@ -132,6 +156,14 @@ fn sets(
 fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: crate::CancelToken) -> Outcome {
     let revert_shared = matches!(command, CliCommand::Down { shared: true, .. });
     let atomic = matches!(command, CliCommand::Up { atomic: true, .. });
+    let allow_out_of_order = matches!(
+        command,
+        CliCommand::Up {
+            allow_out_of_order: true,
+            ..
+        }
+    );
+    let plan = command.plan();
     let resume = match command {
         CliCommand::Up {
             resume: Some(run),
@@ -162,10 +194,16 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
         .map_err(usage)?
         .revert_shared(revert_shared)
         .atomic(atomic)
+        .allow_out_of_order(allow_out_of_order)
         .allow_mixed_versions(matches!(command, CliCommand::Down { yes: true, .. }))
+        .dry_run(plan.planning())
+        .dry_run_sql(plan.sql)
         .cancel_token(cancel);
     if let Some((run, failed_only)) = resume {
         runner = runner.resume(run, failed_only);
+    }
+    if let Some(canary) = command.canary() {
+        runner = runner.canary(canary);
     }
     let (kind, task) = match command {
         CliCommand::Tenant(TenantCommand::List) => (RunKind::TenantList, None),
@@ -174,18 +212,35 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
             (task.kind(), Some(task))
         }
     };
-    let behind_only = matches!(command, CliCommand::Status { behind_only: true, .. });
-    let mut printer = Printer::new(global.format, global.quiet, kind).behind_only(behind_only);
-    let report = match task {
-        Some(task) => runner.run(&task, &mut printer),
-        None => runner.list_tenants(&mut printer),
+    if let (Some(what), Some(task)) = (super::confirm::needed(global, command), &task) {
+        super::confirm::ask(&runner, task, what)?;
     }
-    .map_err(|e| names_hint(run_error(e), global))?;
+    let behind_only = matches!(command, CliCommand::Status { behind_only: true, .. });
+    let mut printer = Printer::new(global.format, global.quiet, kind)
+        .planning(plan)
+        .behind_only(behind_only);
+    let mut progress = super::progress::Progress::new(&mut printer, !global.quiet);
+    let report = match task {
+        Some(task) => runner.run(&task, &mut progress),
+        None => runner.list_tenants(&mut progress),
+    }
+    .map_err(|e| names_hint(run_error(e), global));
+    drop(progress);
+    let report = report?;
     printer.finish(&report);
     match command {
         CliCommand::Status { check: true, .. } => Ok(gate(&report)),
         _ => Ok(report.exit_code()),
     }
+}
+
+/// A one-document command's JSON: pretty for `json`, one line for `json-lines`.
+fn print_json(format: Format, value: &impl serde::Serialize) {
+    let text = match format {
+        Format::JsonLines => serde_json::to_string(value),
+        _ => serde_json::to_string_pretty(value),
+    };
+    outln!("{}", text.unwrap_or_default());
 }
 
 /// `status --check`: 0 only when the whole fleet is current (an interrupted check says so).
@@ -264,7 +319,7 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
     let sets: Vec<(&str, &MigrationSet)> = std::iter::once(("tenant", &set))
         .chain(shared.as_ref().map(|s| ("shared", s)))
         .collect();
-    if global.format == Format::Json {
+    if global.format != Format::Human {
         let rows: Vec<_> = sets
             .iter()
             .flat_map(|(which, set)| set.migrations().iter().map(move |m| (*which, m)))
@@ -278,7 +333,7 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
                 })
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        print_json(global.format, &rows);
         return Ok(exit::SUCCESS);
     }
     for (which, set) in sets {
@@ -305,11 +360,11 @@ fn list(global: &Global, migrations: Migrations) -> Outcome {
 fn drift(global: &Global, migrations: Migrations) -> Outcome {
     let runner = global.configure(runner(global, migrations)?, None).map_err(usage)?;
     let report = runner.drift().map_err(|e| names_hint(run_error(e), global))?;
-    if global.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if global.format != Format::Human {
+        print_json(global.format, &report);
     } else {
         for d in &report.drifted {
-            let version = d.version.as_deref().unwrap_or("none");
+            let version = super::names::tenant(d.version.as_deref());
             outln!("{}: differs from {} (both at {version}):", d.tenant, d.reference);
             for line in &d.differences {
                 outln!("    {line}");
@@ -329,7 +384,7 @@ fn drift(global: &Global, migrations: Migrations) -> Outcome {
                 };
                 format!(
                     "{}: {} tenant(s){structures}",
-                    g.version.as_deref().unwrap_or("none"),
+                    super::names::tenant(g.version.as_deref()),
                     g.tenants
                 )
             })
@@ -370,8 +425,8 @@ fn verify(global: &Global, migrations: Migrations, ephemeral: bool) -> Outcome {
     }
     .map_err(usage)?;
     let report = runner.verify().map_err(run_error)?;
-    if global.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if global.format != Format::Human {
+        print_json(global.format, &report);
     } else {
         for p in &report.problems {
             let at = p.migration.as_deref().map_or(String::new(), |m| format!("{m}: "));
@@ -419,8 +474,8 @@ fn lint(global: &Global, migrations: Migrations, deny_warnings: bool, allow: &[S
         ));
     }
     let report = crate::lint(&set, &config);
-    if global.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if global.format != Format::Human {
+        print_json(global.format, &report);
     } else {
         for finding in &report.findings {
             outln!("{finding}");
@@ -463,19 +518,15 @@ fn generate(global: &Global, migrations: Migrations, name: &str, no_transaction:
 fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand, cancel: crate::CancelToken) -> Outcome {
     let (task, kind) = match command {
         TenantCommand::List => return fleet(global, migrations, &CliCommand::Tenant(TenantCommand::List), cancel),
-        TenantCommand::Create { names, if_not_exists } => (
+        TenantCommand::Create {
+            names, if_not_exists, ..
+        } => (
             Task::CreateTenants {
                 names: names.clone(),
                 if_exists_migrate: *if_not_exists,
             },
             RunKind::TenantCreate,
         ),
-        TenantCommand::Drop { yes: false, .. } => {
-            return Err((
-                exit::USAGE,
-                "tenant drop deletes the tenants' schemas and data: add --yes to confirm".into(),
-            ));
-        }
         TenantCommand::Drop {
             names,
             force,
@@ -499,12 +550,39 @@ fn tenant(global: &Global, migrations: Migrations, command: &TenantCommand, canc
         Task::CreateTenants { names, .. } | Task::DropTenants { names, .. } => names.clone(),
         _ => Vec::new(),
     };
+    let plan = command.plan();
     let runner = global
         .configure(runner(global, migrations)?, Some(TenantSource::List(names)))
         .map_err(usage)?
+        .dry_run(plan.planning())
+        .dry_run_sql(plan.sql)
         .cancel_token(cancel);
-    let mut printer = Printer::new(global.format, global.quiet, kind);
-    let report = runner.run(&task, &mut printer).map_err(run_error)?;
+    if matches!(command, TenantCommand::Drop { yes: false, .. }) && !plan.planning() {
+        super::confirm::drop(&runner, &task)?;
+    }
+    let mut printer = Printer::new(global.format, global.quiet, kind).planning(plan);
+    let mut progress = super::progress::Progress::new(&mut printer, !global.quiet);
+    let report = runner.run(&task, &mut progress).map_err(run_error);
+    drop(progress);
+    let report = report?;
     printer.finish(&report);
     Ok(report.exit_code())
+}
+
+/// `completions SHELL`: the completion script for this binary's name.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    use clap::CommandFactory;
+    let name = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "migrate-tenants".into());
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    super::output::script(&String::from_utf8_lossy(&script));
+    exit::SUCCESS
 }

@@ -16,7 +16,8 @@ Exit codes:
   0  success: every tenant is where it was asked to be
   1  at least one tenant (or the shared schema) failed; the others were still processed
      (unless --fail-fast)
-  2  usage, configuration or migration-set error: nothing was changed
+  2  usage, configuration or migration-set error, or a fleet-wide down/redo or a tenant drop
+     not confirmed (no --yes while stdin is not a terminal): nothing was changed
   3  the database could not be reached, or was lost during the run
   4  status --check: a tenant is behind
   5  status --check: a tenant has versions this set does not know
@@ -204,6 +205,28 @@ pub enum Format {
     Human,
     /// One JSON document with every tenant's report.
     Json,
+    /// One JSON object per line: one per tenant as it finishes, then a summary object.
+    JsonLines,
+}
+
+/// Plans before changes (up, down, redo, tenant create, tenant drop).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PlanArgs {
+    /// Change nothing: read each tenant's state and print the plan (migrations in order,
+    /// transactional or not, irreversible ones named).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the exact SQL the run would send to each tenant, search_path included, as a
+    /// psql script on stdout (the plan goes to stderr); implies --dry-run.
+    #[arg(long)]
+    pub sql: bool,
+}
+
+impl PlanArgs {
+    /// Whether the command only plans.
+    pub fn planning(&self) -> bool {
+        self.dry_run || self.sql
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +248,17 @@ pub enum CliCommand {
         /// Only the tenants the resumed run (--resume ID, else the latest up run) left failed.
         #[arg(long)]
         only_failed: bool,
+        /// Migrate these tenants first: a number N (the first N selected tenants, in name
+        /// order) or a comma list of names. The rest starts only if every canary succeeded;
+        /// otherwise the run stops with exit code 1 and the rest untouched.
+        #[arg(long, value_name = "N|NAMES")]
+        canary: Option<String>,
+        /// Apply a pending migration older than the tenant's newest applied one (by default
+        /// such a tenant fails, naming both, and is left untouched).
+        #[arg(long)]
+        allow_out_of_order: bool,
+        #[command(flatten)]
+        plan: PlanArgs,
     },
     /// Revert the newest applied migration(s) of each tenant.
     Down {
@@ -240,9 +274,6 @@ pub enum CliCommand {
         /// With --run: revert even where later migrations sit on top.
         #[arg(long, requires = "run")]
         force: bool,
-        /// Confirm a --steps revert over tenants at different versions.
-        #[arg(long)]
-        yes: bool,
         /// Revert every migration newer than this version.
         #[arg(long, value_name = "VERSION", conflicts_with = "all")]
         to: Option<String>,
@@ -252,12 +283,23 @@ pub enum CliCommand {
         /// Also revert the shared schema's newest migration(s) (after the tenants' plan is checked).
         #[arg(long)]
         shared: bool,
+        /// Do not ask: needed when stdin is not a terminal and more than one tenant is selected;
+        /// also confirms a --steps revert over tenants at different versions.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        plan: PlanArgs,
     },
     /// Revert the newest N migrations of each tenant, then apply them again.
     Redo {
         /// How many of the newest migrations to revert and apply again, per tenant.
         #[arg(long, default_value_t = 1)]
         steps: usize,
+        /// Do not ask: needed when stdin is not a terminal and more than one tenant is selected.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        plan: PlanArgs,
     },
     /// Show each tenant's version, applied and pending counts, and unknown versions.
     Status {
@@ -312,6 +354,12 @@ pub enum CliCommand {
     /// Create, drop or list tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Print a shell completion script (e.g. `completions bash > /etc/bash_completion.d/migrate-tenants`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Record a migration as applied or pending in the selected tenants' history without
     /// running it (baseline a schema built by hand, repair a history), journaled.
     #[command(subcommand)]
@@ -366,6 +414,8 @@ pub enum TenantCommand {
         /// Accept (and migrate) schemas that already exist.
         #[arg(long)]
         if_not_exists: bool,
+        #[command(flatten)]
+        plan: PlanArgs,
     },
     /// Drop tenant schemas (DROP SCHEMA ... CASCADE) under their lock.
     Drop {
@@ -381,9 +431,21 @@ pub enum TenantCommand {
         /// Skip a schema that does not exist instead of failing it.
         #[arg(long)]
         if_exists: bool,
+        #[command(flatten)]
+        plan: PlanArgs,
     },
     /// Each discovered tenant with its version and pending count.
     List,
+}
+
+impl TenantCommand {
+    /// The plan flags of `tenant create` and `tenant drop`.
+    pub fn plan(&self) -> PlanArgs {
+        match self {
+            TenantCommand::Create { plan, .. } | TenantCommand::Drop { plan, .. } => *plan,
+            TenantCommand::List => PlanArgs::default(),
+        }
+    }
 }
 
 /// A flag combination clap cannot check (exit code 2).
@@ -549,6 +611,26 @@ impl TenantArgs {
 }
 
 impl CliCommand {
+    /// The plan flags of a command that has them.
+    pub fn plan(&self) -> PlanArgs {
+        match self {
+            CliCommand::Up { plan, .. } | CliCommand::Down { plan, .. } | CliCommand::Redo { plan, .. } => *plan,
+            CliCommand::Tenant(tenant) => tenant.plan(),
+            _ => PlanArgs::default(),
+        }
+    }
+
+    /// `up --canary`: a number is the first N tenants, anything else a list of names.
+    pub fn canary(&self) -> Option<crate::Canary> {
+        let CliCommand::Up { canary: Some(text), .. } = self else {
+            return None;
+        };
+        Some(match text.trim().parse::<usize>() {
+            Ok(n) => crate::Canary::First(n),
+            Err(_) => crate::Canary::Tenants(text.split(',').map(|t| t.trim().to_string()).collect()),
+        })
+    }
+
     /// The library task for fleet commands.
     pub fn task(&self) -> Option<Task> {
         Some(match self {
@@ -564,7 +646,7 @@ impl CliCommand {
                 (None, true) => DownTarget::All,
                 (None, false) => DownTarget::Steps(*steps),
             }),
-            CliCommand::Redo { steps } => Task::Redo { steps: *steps },
+            CliCommand::Redo { steps, .. } => Task::Redo { steps: *steps },
             CliCommand::Status { .. } => Task::Status,
             CliCommand::Mark(MarkCommand::Applied { version, force }) => Task::Mark {
                 version: version.clone(),

@@ -13,15 +13,22 @@ fn main() {
 
 `flags` holds what the user typed (clap types live only there), `locate` finds a migrations
 directory the way the diesel CLI does (for the stock binary), `commands` turns flags into
-library calls and picks the exit code, and `render` prints the reports.
+library calls and picks the exit code, `confirm` asks before fleet-wide reverts and drops,
+and `render` prints the reports (`plan` a dry run's, `json_lines` the streamed format,
+`names` migration names for versions, `progress` the bar on a terminal).
 */
 
 mod commands;
+mod confirm;
 mod ephemeral;
 mod flags;
 mod generate;
+mod json_lines;
 mod locate;
+mod names;
 mod output;
+mod plan;
+mod progress;
 mod render;
 mod runs;
 mod signals;

@@ -10,8 +10,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
-/// Writes one line to stdout, unless it was found closed.
+/// Set while stdout carries a script (`--sql`): the human lines go to stderr.
+static HUMAN_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Sends the human lines ([`outln!`]) to stderr, keeping stdout for [`script`].
+pub(crate) fn human_to_stderr() {
+    HUMAN_TO_STDERR.store(true, Ordering::Relaxed);
+}
+
+/// Writes SQL to stdout (always stdout, unless it was found closed).
+pub(crate) fn script(text: &str) {
+    write_stdout(format_args!("{}", text.trim_end()));
+}
+
+/// Writes one line to stdout (stderr while stdout carries a script), unless it was found closed.
 pub(crate) fn out(args: Arguments<'_>) {
+    if HUMAN_TO_STDERR.load(Ordering::Relaxed) {
+        return err(args);
+    }
+    write_stdout(args);
+}
+
+fn write_stdout(args: Arguments<'_>) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }

@@ -4,7 +4,7 @@ JSON document (json). The engine never prints; this is the only place that decid
 results look.
 */
 
-use super::flags::Format;
+use super::flags::{Format, PlanArgs};
 use super::output::{errln, outln};
 use crate::{
     FailureKind, FleetReport, NameError, Observer, Outcome, RunInfo, RunKind, SchemaName, StopReason, TenantReport,
@@ -19,6 +19,8 @@ pub struct Printer {
     behind_only: bool,
     /// `status`: tenant lines wait for the fleet summary (and the journal's checksums).
     hold: bool,
+    /// A dry run (`--dry-run`, `--sql`).
+    plan: PlanArgs,
 }
 
 impl Printer {
@@ -30,6 +32,7 @@ impl Printer {
             kind,
             behind_only: false,
             hold: kind == RunKind::Status,
+            plan: PlanArgs::default(),
         }
     }
 
@@ -39,10 +42,22 @@ impl Printer {
         self
     }
 
-    /// Prints the end of the run: the summary (human) or the whole report (json).
+    /// Prints a dry run's plan (and with `--sql`, the SQL on stdout, the rest on stderr).
+    pub fn planning(mut self, plan: PlanArgs) -> Printer {
+        if plan.sql && self.format == Format::Human {
+            super::output::human_to_stderr();
+        }
+        self.plan = plan;
+        self
+    }
+
+    /// Prints the end of the run: the summary (human), the whole report (json) or the
+    /// summary object (json-lines).
     pub fn finish(&self, fleet: &FleetReport) {
         match self.format {
             Format::Json => outln!("{}", serde_json::to_string_pretty(fleet).unwrap_or_default()),
+            Format::JsonLines => outln!("{}", super::json_lines::summary(fleet)),
+            Format::Human if fleet.dry_run => outln!("{}", super::plan::summary(fleet)),
             Format::Human => {
                 if self.hold {
                     outln!("{}", fleet_status(fleet));
@@ -56,6 +71,32 @@ impl Printer {
                 }
                 outln!("{}", summary(fleet))
             }
+        }
+    }
+
+    /// A tenant's lines (and SQL) as it finishes.
+    fn report(&self, report: &TenantReport, shared: bool) {
+        if self.format == Format::JsonLines {
+            return outln!("{}", super::json_lines::tenant(report, shared));
+        }
+        if self.plan.sql && self.format == Format::Human {
+            if let Some(script) = super::plan::script(report, shared) {
+                super::output::script(&script);
+            }
+        }
+        if !self.shows() {
+            return;
+        }
+        let prefix = if shared { "shared schema " } else { "" };
+        if self.plan.planning() {
+            for line in super::plan::tenant_lines(report, self.kind) {
+                outln!("{prefix}{line}");
+            }
+            return;
+        }
+        outln!("{prefix}{}", tenant_line(report, self.kind));
+        for note in &report.notes {
+            outln!("    note: {note}");
         }
     }
 
@@ -97,9 +138,7 @@ impl Observer for Printer {
     }
 
     fn shared_done(&mut self, report: &TenantReport) {
-        if self.shows() {
-            outln!("shared schema {}", tenant_line(report, self.kind));
-        }
+        self.report(report, true);
     }
 
     fn waiting(&mut self, tenant: &SchemaName, holder: &str) {
@@ -113,23 +152,22 @@ impl Observer for Printer {
     }
 
     fn tenant_done(&mut self, report: &TenantReport) {
-        if self.shows() && !self.hold {
-            outln!("{}", tenant_line(report, self.kind));
-            for note in &report.notes {
-                outln!("    note: {note}");
-            }
+        if !self.hold {
+            self.report(report, false);
         }
     }
 }
 
-fn version(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("none")
+/// The migration's name (its directory), the bare version if unknown, `none` for none.
+fn version(r: &TenantReport, v: &Option<String>) -> String {
+    super::names::of(&r.schema, v.as_deref())
 }
 
-/// One tenant's line, e.g. `acme: 20240101000003 -> 20240101000005 (2 applied, 41 ms)`.
+/// One tenant's line, e.g. `acme: 2024-01-01-000003_create_projects -> 2024-01-01-000005_add_users_last_login_at
+/// (2 applied, 41 ms)`.
 pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
     let name = &r.schema;
-    let (before, after) = (version(&r.version_before), version(&r.version_after));
+    let (before, after) = (version(r, &r.version_before), version(r, &r.version_after));
     match &r.outcome {
         Outcome::Unchanged if kind.reads_only() && !r.exists => format!("{name}: schema does not exist"),
         Outcome::Unchanged if kind.reads_only() => {
@@ -151,6 +189,10 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
         Outcome::Unchanged if kind == RunKind::Down => format!("{name}: nothing to revert (at {after})"),
         Outcome::Unchanged if kind == RunKind::Redo => format!("{name}: nothing to redo (at {after})"),
         Outcome::Unchanged if kind == RunKind::Mark => format!("{name}: already so, at {after}"),
+        Outcome::Unchanged if r.past_target.is_some() => format!(
+            "{name}: already past {} (at {after}): nothing to apply",
+            r.past_target.as_deref().unwrap_or_default()
+        ),
         Outcome::Unchanged => format!("{name}: up to date at {after}{}", pending_note(r)),
         Outcome::Changed if kind == RunKind::Mark => format!("{name}: {before} -> {after} (history only)"),
         Outcome::Changed if kind == RunKind::TenantDrop => {
@@ -186,13 +228,14 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
 }
 
 /// What to do about a failure, naming this CLI's flags.
-fn hint(failure: FailureKind, kind: RunKind) -> &'static str {
+pub(super) fn hint(failure: FailureKind, kind: RunKind) -> &'static str {
     match (failure, kind) {
         (FailureKind::MissingSchema, RunKind::TenantDrop) => " (--if-exists skips it)",
         (FailureKind::MissingSchema, _) => " (create it, or run with --missing create or --missing skip)",
         (FailureKind::SchemaExists, _) => " (--if-not-exists migrates it instead)",
         (FailureKind::NotATenant, _) => " (--force drops it anyway)",
         (FailureKind::LockWait, _) => " (--lock-wait-timeout sets how long to wait)",
+        (FailureKind::OutOfOrder, _) => " (--allow-out-of-order applies it anyway)",
         _ => "",
     }
 }
@@ -316,6 +359,7 @@ pub fn summary(fleet: &FleetReport) -> String {
                                         where their line says NOT rolled back"
             }
             StopReason::ServerLost => "the database server was lost; run the same command again once it is back",
+            StopReason::CanaryFailed => "a canary tenant failed (--canary); the rest of the fleet was left untouched",
         };
         text.push_str(&format!("\nstopped early: {why}; {not_started} tenant(s) not started"));
     }

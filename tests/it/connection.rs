@@ -85,7 +85,7 @@ fn password_never_appears_in_output_or_logs() {
     let out = run(&["--tenants", "acme,globex,absent", "--format", "json", "status"]);
     assert_code(&out, 1);
     assert_no_secret(&out, &["s3cr3t-PW"]);
-    let out = run(&["--tenants", "acme,globex", "down", "--all"]);
+    let out = run(&["--tenants", "acme,globex", "down", "--all", "--yes"]);
     assert_code(&out, 0);
     assert_no_secret(&out, &["s3cr3t-PW"]);
     // A failing migration's report does not leak it either.

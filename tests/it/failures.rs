@@ -40,7 +40,7 @@ fn a_failing_tenant_does_not_stop_the_others() {
     for t in ["good1", "good2"] {
         assert_eq!(history(&db, t), ALL, "history of {t}");
         assert_eq!(tables_in(&db, t), ["__diesel_schema_migrations", "m1", "m2", "m3"]);
-        assert_changed_line(&out.stdout, &format!("{t}: none -> 20240101000003 (3 applied"));
+        assert_changed_line(&out.stdout, &format!("{t}: none -> 2024-01-01-000003_third (3 applied"));
     }
     assert_eq!(history(&db, "bad"), ["20240101000001"]);
     assert_eq!(tables_in(&db, "bad"), ["__diesel_schema_migrations", "m1"]);
@@ -60,7 +60,7 @@ fn a_failing_tenant_does_not_stop_the_others() {
             "boom",
             "rolled back",
             "after 1 applied",
-            "left at 20240101000001",
+            "left at 2024-01-01-000001_first",
         ],
     );
     assert_contains(
@@ -71,7 +71,7 @@ fn a_failing_tenant_does_not_stop_the_others() {
     // Running again retries only the failed tenant, which fails the same way.
     let out = mt_dir(&db, &dir, &["--tenants", "good1,bad,good2", "up"]);
     assert_code(&out, 1);
-    assert_contains(&out.stdout, &["good1: up to date at 20240101000003"]);
+    assert_contains(&out.stdout, &["good1: up to date at 2024-01-01-000003_third"]);
     assert_eq!(history(&db, "bad"), ["20240101000001"]);
 }
 
@@ -177,7 +177,10 @@ fn missing_schema_is_created_with_create_missing() {
         args.push("up");
         let out = mt(&db, &args);
         assert_code(&out, 0);
-        assert_changed_line(&out.stdout, "absent: none -> 20240101000005 (5 applied");
+        assert_changed_line(
+            &out.stdout,
+            "absent: none -> 2024-01-01-000005_add_users_last_login_at (5 applied",
+        );
         assert!(schema_exists(&db, "absent"));
         assert_eq!(history(&db, "absent"), versions(&BASIC));
         assert!(relation_exists(&db, "absent", "tasks"));

@@ -516,7 +516,7 @@ fn kill_9_at_any_moment_leaves_every_tenant_consistent_and_a_rerun_converges() {
         consistent(&db);
         if moment % 3 == 2 {
             // Some reverts interrupted too.
-            let mut down = cmd(&db, &["--tenants", &names.join(","), "down", "--all"])
+            let mut down = cmd(&db, &["--tenants", &names.join(","), "down", "--all", "--yes"])
                 .arg("--migrations-dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())

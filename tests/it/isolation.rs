@@ -18,8 +18,14 @@ fn tenants_objects_and_history_stay_in_their_own_schema() {
 
     let out = mt(&db, &["--tenants", "alpha,beta", "up"]);
     assert_code(&out, 0);
-    assert_contains(&out.stdout, &["alpha: up to date at 20240101000005"]);
-    assert_changed_line(&out.stdout, "beta: none -> 20240101000005 (5 applied");
+    assert_contains(
+        &out.stdout,
+        &["alpha: up to date at 2024-01-01-000005_add_users_last_login_at"],
+    );
+    assert_changed_line(
+        &out.stdout,
+        "beta: none -> 2024-01-01-000005_add_users_last_login_at (5 applied",
+    );
 
     for t in ["alpha", "beta"] {
         assert_eq!(

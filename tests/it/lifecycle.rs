@@ -27,7 +27,10 @@ fn up_migrates_every_tenant_and_status_reports_it() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "up"]);
     assert_code(&out, 0);
     for t in TENANTS {
-        assert_changed_line(&out.stdout, &format!("{t}: none -> 20240101000005 (5 applied"));
+        assert_changed_line(
+            &out.stdout,
+            &format!("{t}: none -> 2024-01-01-000005_add_users_last_login_at (5 applied"),
+        );
         for table in ["users", "projects", "tasks"] {
             assert!(relation_exists(&db, t, table), "{t}.{table} missing");
         }
@@ -52,7 +55,7 @@ fn up_migrates_every_tenant_and_status_reports_it() {
     for t in TENANTS {
         assert_eq!(
             line(&out.stdout, &format!("{t}: ")),
-            format!("{t}: 20240101000005 (5 applied, 0 pending)")
+            format!("{t}: 2024-01-01-000005_add_users_last_login_at (5 applied, 0 pending)")
         );
     }
     // The first line names the set and the database; a read-only summary counts states.
@@ -78,7 +81,7 @@ fn up_migrates_every_tenant_and_status_reports_it() {
     for t in TENANTS {
         assert_eq!(
             line(&out.stdout, &format!("{t}: ")),
-            format!("{t}: up to date at 20240101000005")
+            format!("{t}: up to date at 2024-01-01-000005_add_users_last_login_at")
         );
     }
     assert_contains(&out.stdout, &["0 changed, 3 unchanged"]);
@@ -135,12 +138,12 @@ fn down_by_steps_to_version_and_all() {
     let db = fleet();
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
 
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--steps", "2"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--steps", "2", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000005 -> 20240101000003 (2 reverted"),
+            &format!("{t}: 2024-01-01-000005_add_users_last_login_at -> 2024-01-01-000003_create_projects (2 reverted"),
         );
         assert!(!relation_exists(&db, t, "tasks"), "{t}.tasks still exists");
         assert!(relation_exists(&db, t, "projects"));
@@ -155,12 +158,12 @@ fn down_by_steps_to_version_and_all() {
     );
 
     // Plain `down` reverts exactly one.
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000003 -> 20240101000002 (1 reverted"),
+            &format!("{t}: 2024-01-01-000003_create_projects -> 2024-01-01-000002_create_users (1 reverted"),
         );
     }
     assert_all_at(&db, &BASIC[..2]);
@@ -168,28 +171,39 @@ fn down_by_steps_to_version_and_all() {
     // Back up, then `down --to` reverts everything newer than the version (either spelling).
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
     assert_all_at(&db, &BASIC);
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--to", "2024-01-01-000001"]);
+    let out = mt(
+        &db,
+        &["--tenants", TENANT_ARG, "down", "--to", "2024-01-01-000001", "--yes"],
+    );
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000005 -> 20240101000001 (4 reverted"),
+            &format!(
+                "{t}: 2024-01-01-000005_add_users_last_login_at -> 2024-01-01-000001_create_set_updated_at (4 reverted"
+            ),
         );
         assert!(!relation_exists(&db, t, "users"));
     }
     assert_all_at(&db, &BASIC[..1]);
 
     // Nothing newer than the target: nothing to do.
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--to", "20240101000001"]);
+    let out = mt(
+        &db,
+        &["--tenants", TENANT_ARG, "down", "--to", "20240101000001", "--yes"],
+    );
     assert_code(&out, 0);
     assert_all_at(&db, &BASIC[..1]);
 
     // `down --all` leaves only the (empty) history table.
     assert_code(&mt(&db, &["--tenants", TENANT_ARG, "up"]), 0);
-    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--all"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "down", "--all", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
-        assert_changed_line(&out.stdout, &format!("{t}: 20240101000005 -> none (5 reverted"));
+        assert_changed_line(
+            &out.stdout,
+            &format!("{t}: 2024-01-01-000005_add_users_last_login_at -> none (5 reverted"),
+        );
         assert_eq!(tables_in(&db, t), ["__diesel_schema_migrations"]);
         assert_eq!(
             db.query(&format!(
@@ -214,7 +228,10 @@ fn up_to_stops_at_the_version() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "up", "--to", "2024-01-01-000002"]);
     assert_code(&out, 0);
     for t in TENANTS {
-        assert_changed_line(&out.stdout, &format!("{t}: none -> 20240101000002 (2 applied"));
+        assert_changed_line(
+            &out.stdout,
+            &format!("{t}: none -> 2024-01-01-000002_create_users (2 applied"),
+        );
         assert!(relation_exists(&db, t, "users"));
         assert!(!relation_exists(&db, t, "projects"));
     }
@@ -223,12 +240,15 @@ fn up_to_stops_at_the_version() {
     let out = mt(&db, &["--tenants", TENANT_ARG, "status"]);
     assert_eq!(
         line(&out.stdout, "globex: "),
-        "globex: 20240101000002 (2 applied, 3 pending)"
+        "globex: 2024-01-01-000002_create_users (2 applied, 3 pending)"
     );
 
     let out = mt(&db, &["--tenants", TENANT_ARG, "up", "--to", "20240101000004"]);
     assert_code(&out, 0);
-    assert_changed_line(&out.stdout, "initech: 20240101000002 -> 20240101000004 (2 applied");
+    assert_changed_line(
+        &out.stdout,
+        "initech: 2024-01-01-000002_create_users -> 2024-01-01-000004_create_tasks (2 applied",
+    );
     assert_all_at(&db, &BASIC[..4]);
 
     // An unknown target is a usage error, before anything changes.
@@ -252,12 +272,14 @@ fn redo_reverts_and_reapplies_the_newest() {
         ));
     }
 
-    let out = mt(&db, &["--tenants", TENANT_ARG, "redo"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "redo", "--yes"]);
     assert_code(&out, 0);
     for t in TENANTS {
         assert_changed_line(
             &out.stdout,
-            &format!("{t}: 20240101000003 -> 20240101000003 (1 reverted, 1 applied"),
+            &format!(
+                "{t}: 2024-01-01-000003_create_projects -> 2024-01-01-000003_create_projects (1 reverted, 1 applied"
+            ),
         );
         // projects was dropped and created again (its row is gone); users was not touched.
         assert_eq!(db.query(&format!("SELECT count(*) FROM \"{t}\".projects")), "0");
@@ -273,11 +295,11 @@ fn redo_reverts_and_reapplies_the_newest() {
     }
     assert_all_at(&db, &BASIC[..3]);
 
-    let out = mt(&db, &["--tenants", TENANT_ARG, "redo", "--steps", "2"]);
+    let out = mt(&db, &["--tenants", TENANT_ARG, "redo", "--steps", "2", "--yes"]);
     assert_code(&out, 0);
     assert_changed_line(
         &out.stdout,
-        "acme: 20240101000003 -> 20240101000003 (2 reverted, 2 applied",
+        "acme: 2024-01-01-000003_create_projects -> 2024-01-01-000003_create_projects (2 reverted, 2 applied",
     );
     assert_all_at(&db, &BASIC[..3]);
     assert_eq!(db.query("SELECT count(*) FROM acme.users"), "0");
@@ -379,7 +401,7 @@ fn unknown_applied_version_is_reported_and_blocks_down() {
     );
     assert_eq!(
         line(&out.stdout, "globex: "),
-        "globex: 20240101000005 (5 applied, 0 pending)"
+        "globex: 2024-01-01-000005_add_users_last_login_at (5 applied, 0 pending)"
     );
 
     // acme's newest version differs from the others': one step means different things.

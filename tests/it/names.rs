@@ -48,7 +48,10 @@ fn invalid_names_are_skipped_and_valid_ones_still_run() {
     let out = mt(&db, &["--tenants-file", file, "--create-missing", "up"]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["1 tenant(s)"]);
-    assert_changed_line(&out.stdout, "acme: none -> 20240101000005 (5 applied");
+    assert_changed_line(
+        &out.stdout,
+        "acme: none -> 2024-01-01-000005_add_users_last_login_at (5 applied",
+    );
     assert_eq!(
         out.stderr.matches("skipped invalid tenant name").count(),
         names.len(),
@@ -134,8 +137,14 @@ fn longest_and_underscore_names_are_valid_and_not_truncated() {
     let tenants = format!("{long},_x");
     let out = mt(&db, &["--tenants", &tenants, "--create-missing", "up"]);
     assert_code(&out, 0);
-    assert_changed_line(&out.stdout, &format!("{long}: none -> 20240101000005 (5 applied"));
-    assert_changed_line(&out.stdout, "_x: none -> 20240101000005 (5 applied");
+    assert_changed_line(
+        &out.stdout,
+        &format!("{long}: none -> 2024-01-01-000005_add_users_last_login_at (5 applied"),
+    );
+    assert_changed_line(
+        &out.stdout,
+        "_x: none -> 2024-01-01-000005_add_users_last_login_at (5 applied",
+    );
     assert_eq!(user_schemas(&db), ["_x", "public", long.as_str()]);
     assert_eq!(history(&db, &long), versions(&BASIC));
     assert_eq!(history(&db, "_x"), versions(&BASIC));

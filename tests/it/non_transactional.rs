@@ -30,7 +30,10 @@ fn create_index_concurrently_runs_in_every_tenant() {
     let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "up"]);
     assert_code(&out, 0);
     for t in ["acme", "globex"] {
-        assert_changed_line(&out.stdout, &format!("{t}: none -> 20240101000002 (2 applied"));
+        assert_changed_line(
+            &out.stdout,
+            &format!("{t}: none -> 2024-01-01-000002_items_name_idx (2 applied"),
+        );
         assert_eq!(history(&db, t), ["20240101000001", "20240101000002"]);
         assert_eq!(
             db.query(&format!(
@@ -45,7 +48,7 @@ fn create_index_concurrently_runs_in_every_tenant() {
     assert_public_empty(&db);
 
     // down runs the non-transactional down.sql the same way.
-    let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "down"]);
+    let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "down", "--yes"]);
     assert_code(&out, 0);
     for t in ["acme", "globex"] {
         assert!(!relation_exists(&db, t, "items_name_idx"));

@@ -75,7 +75,7 @@ fn dynamic_switch(switch: &str) {
     assert_public_empty(&db);
 
     // b_second ran on the connection a_first used and still migrated into its own schema.
-    assert_changed_line(&out.stdout, "b_second: none -> 20240101000002 (2 applied");
+    assert_changed_line(&out.stdout, "b_second: none -> 2024-01-01-000002_switch (2 applied");
     assert_eq!(history(&db, "b_second"), ["20240101000001", "20240101000002"]);
     assert_eq!(
         tables_in(&db, "b_second"),

@@ -45,7 +45,7 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
     );
     let first = lines.next().unwrap_or("");
     assert!(
-        first.starts_with("shared schema public: none -> 20240101000001"),
+        first.starts_with("shared schema public: none -> 2024-01-01-000001_registry"),
         "{}",
         out.stdout
     );
@@ -61,7 +61,7 @@ fn shared_migrations_run_first_and_feed_the_tenants_query() {
             .stdout
             .lines()
             .nth(1)
-            .is_some_and(|l| l == "shared schema public: 20240101000001 (1 applied, 0 pending)"),
+            .is_some_and(|l| l == "shared schema public: 2024-01-01-000001_registry (1 applied, 0 pending)"),
         "{}",
         status.stdout
     );
@@ -96,12 +96,12 @@ fn down_leaves_the_shared_schema_alone_unless_asked() {
     let shared = shared_set(REGISTRY);
     assert_code(&up_with_shared(&db, &shared, &["up"]), 0);
 
-    let down = up_with_shared(&db, &shared, &["down"]);
+    let down = up_with_shared(&db, &shared, &["down", "--yes"]);
     assert_code(&down, 0);
     assert_eq!(history(&db, "public"), versions(&["20240101000001"]));
     assert_eq!(history(&db, "ra"), versions(&BASIC[..4]));
 
-    let with_shared = up_with_shared(&db, &shared, &["down", "--shared"]);
+    let with_shared = up_with_shared(&db, &shared, &["down", "--shared", "--yes"]);
     assert_code(&with_shared, 0);
     assert_eq!(history(&db, "ra"), versions(&BASIC[..3]));
     assert!(history(&db, "public").is_empty());

@@ -108,7 +108,7 @@ fn invalid_names_from_a_query_are_skipped_and_reported_never_executed() {
     assert_eq!(report["invalid_names"].as_array().unwrap().len(), 4);
 
     let before = snapshot(&db);
-    let strict = mt(&db, &["--tenants-query", query, "--strict", "down"]);
+    let strict = mt(&db, &["--tenants-query", query, "--strict", "down", "--yes"]);
     assert_code(&strict, 2);
     assert_contains(&strict.stderr, &["--strict", "Bad Name"]);
     assert_eq!(snapshot(&db), before, "--strict must fail before touching anything");
@@ -211,7 +211,10 @@ fn tenant_create_is_atomic() {
 
     let ok = mt(&db, &["tenant", "create", "fresh1", "fresh2"]);
     assert_code(&ok, 0);
-    assert_contains(&ok.stdout, &["fresh1: created at 20240101000005 (5 applied"]);
+    assert_contains(
+        &ok.stdout,
+        &["fresh1: created at 2024-01-01-000005_add_users_last_login_at (5 applied"],
+    );
     assert!(migrated(&db, "fresh1") && migrated(&db, "fresh2"));
 
     let again = mt(&db, &["tenant", "create", "fresh1"]);
@@ -275,7 +278,10 @@ fn tenant_drop_refusals_and_drop() {
 
     let dropped = mt(&db, &["tenant", "drop", "victim", "--yes"]);
     assert_code(&dropped, 0);
-    assert_contains(&dropped.stdout, &["victim: dropped (was at 20240101000005"]);
+    assert_contains(
+        &dropped.stdout,
+        &["victim: dropped (was at 2024-01-01-000005_add_users_last_login_at"],
+    );
     assert!(!schema_exists(&db, "victim"));
 
     let gone = mt(&db, &["tenant", "drop", "victim", "--yes"]);
@@ -300,8 +306,8 @@ fn tenant_list_shows_version_and_pending() {
     assert_contains(
         &out.stdout,
         &[
-            "la: 20240101000005 (5 applied, 0 pending)",
-            "lb: 20240101000002 (2 applied, 3 pending)",
+            "la: 2024-01-01-000005_add_users_last_login_at (5 applied, 0 pending)",
+            "lb: 2024-01-01-000002_create_users (2 applied, 3 pending)",
         ],
     );
     let json = mt(&db, &["--schema-pattern", "l%", "--format", "json", "tenant", "list"]);

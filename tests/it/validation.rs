@@ -285,10 +285,10 @@ fn comment_only_down_sql_reverts_as_a_no_op() {
     );
     assert_code(&mt_dir(&db, &dir, &["--tenants", "acme,globex", "up"]), 0);
 
-    let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "down"]);
+    let out = mt_dir(&db, &dir, &["--tenants", "acme,globex", "down", "--yes"]);
     assert_code(&out, 0);
     for t in ["acme", "globex"] {
-        assert_changed_line(&out.stdout, &format!("{t}: 20240101000001 -> none (1 reverted"));
+        assert_changed_line(&out.stdout, &format!("{t}: 2024-01-01-000001_keep -> none (1 reverted"));
         assert!(history(&db, t).is_empty());
         assert!(relation_exists(&db, t, "kept"), "{t}.kept was dropped");
     }
@@ -327,6 +327,7 @@ fn missing_down_sql_refuses_down_before_touching_any_tenant() {
     ] {
         let mut full = vec!["--tenants", "acme,globex,initech", "--concurrency", "1"];
         full.extend(&args);
+        full.push("--yes");
         let out = mt_dir(&db, &dir, &full);
         assert_code(&out, 2);
         assert_contains(
