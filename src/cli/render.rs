@@ -31,7 +31,7 @@ impl Printer {
             quiet,
             kind,
             behind_only: false,
-            hold: kind == RunKind::Status,
+            hold: kind == RunKind::Status && format == Format::Human,
             plan: PlanArgs::default(),
         }
     }
