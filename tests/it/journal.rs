@@ -310,14 +310,14 @@ fn a_killed_run_shows_how_far_it_got_and_resume_finishes_it() {
         .expect("spawn");
     support::wait_until(
         &db.url,
-        "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND pid <> pg_backend_pid()",
+        "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database() AND pid <> pg_backend_pid()",
         Duration::from_secs(30),
     );
     let _ = child.kill(); // SIGKILL: nothing is written after this
     let _ = child.wait();
     // A backend busy in pg_sleep notices its lost client only when it next writes to it: end
     // it, as the server would (t3's transaction rolls back).
-    let sleeping = "FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND pid <> pg_backend_pid()";
+    let sleeping = "FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database() AND pid <> pg_backend_pid()";
     db.query(&format!("SELECT count(pg_terminate_backend(pid)) {sleeping}"));
     let started = Instant::now();
     while db.query(&format!("SELECT count(*) {sleeping}")) != "0" {
