@@ -75,7 +75,7 @@ fn usage(e: UsageError) -> (i32, String) {
 }
 
 /// The library's error with the hints that name this CLI's flags.
-fn run_error(e: Error) -> (i32, String) {
+pub(super) fn run_error(e: Error) -> (i32, String) {
     let hint = match &e {
         Error::Unreachable(_) => "\nhint: is the server running, and are host, port and credentials right? (--connect-timeout sets how long to wait)",
         Error::Discovery(DiscoveryError::Invalid(_)) => "\nhint: a tenant name is 1-63 bytes of a-z, 0-9 and _, not starting with a digit or pg_",

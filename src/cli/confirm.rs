@@ -25,7 +25,14 @@ pub fn needed(global: &Global, command: &CliCommand) -> Option<&'static str> {
 }
 
 /// Shows the plan of `task` and asks; `Ok` to go on. Without a terminal, refuses (exit 2).
+/// The plan is made first either way, so a command the run would refuse (a revert by steps
+/// over tenants at different versions, say) is refused for that reason, with its hint.
 pub fn ask(runner: &Runner, task: &Task, what: &str) -> Result<(), (i32, String)> {
+    let plan = runner
+        .clone()
+        .dry_run(true)
+        .run(task, &mut ())
+        .map_err(super::commands::run_error)?;
     if !std::io::stdin().is_terminal() {
         return Err((
             exit::USAGE,
@@ -36,11 +43,6 @@ pub fn ask(runner: &Runner, task: &Task, what: &str) -> Result<(), (i32, String)
             ),
         ));
     }
-    let plan = runner
-        .clone()
-        .dry_run(true)
-        .run(task, &mut ())
-        .map_err(|e| (e.exit_code(), e.to_string()))?;
     if plan.summary.changed == 0 && plan.summary.failed == 0 {
         return Ok(()); // nothing would change: nothing to confirm
     }

@@ -176,10 +176,12 @@ pub fn tenant_line(r: &TenantReport, kind: RunKind) -> String {
                 false => format!(", unknown applied versions: {}", r.unknown.join(", ")),
             };
             if !r.changed_since_applied.is_empty() {
-                unknown.push_str(&format!(
-                    ", up.sql changed since applied: {}",
-                    r.changed_since_applied.join(", ")
-                ));
+                let names: Vec<String> = r
+                    .changed_since_applied
+                    .iter()
+                    .map(|v| super::names::of(&r.schema, Some(v)))
+                    .collect();
+                unknown.push_str(&format!(", up.sql changed since applied: {}", names.join(", ")));
             }
             format!(
                 "{name}: {after} ({} applied, {} pending{unknown})",

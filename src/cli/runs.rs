@@ -8,9 +8,15 @@ use crate::{RunDetail, RunRecord};
 
 /// `runs`: one line per run, newest first.
 pub fn list(format: Format, runs: &[RunRecord]) {
-    if format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(runs).unwrap_or_default());
-        return;
+    match format {
+        Format::Json => return outln!("{}", serde_json::to_string_pretty(runs).unwrap_or_default()),
+        Format::JsonLines => {
+            for run in runs {
+                outln!("{}", serde_json::to_string(run).unwrap_or_default());
+            }
+            return;
+        }
+        Format::Human => {}
     }
     if runs.is_empty() {
         outln!("no runs in the journal yet");
@@ -44,9 +50,10 @@ pub fn list(format: Format, runs: &[RunRecord]) {
 
 /// `runs show ID`: the run, its tenants, its steps.
 pub fn show(format: Format, detail: &RunDetail) {
-    if format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(detail).unwrap_or_default());
-        return;
+    match format {
+        Format::Json => return outln!("{}", serde_json::to_string_pretty(detail).unwrap_or_default()),
+        Format::JsonLines => return outln!("{}", serde_json::to_string(detail).unwrap_or_default()),
+        Format::Human => {}
     }
     let r = &detail.run;
     outln!("run {}: {} {}{}", r.id, r.command, r.arguments, state(r));

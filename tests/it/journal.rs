@@ -175,7 +175,7 @@ fn two_deploys(db: &TestDb) -> String {
 fn down_run_reverts_exactly_one_deploy_whatever_the_versions_before() {
     let db = TestDb::new();
     let deploy = two_deploys(&db);
-    let out = mt_dir(&db, &second_release(), &["down", "--run", &deploy]);
+    let out = mt_dir(&db, &second_release(), &["down", "--run", &deploy, "--yes"]);
     assert_code(&out, 0);
     for t in ["a", "b"] {
         assert_eq!(
@@ -191,7 +191,7 @@ fn down_run_reverts_exactly_one_deploy_whatever_the_versions_before() {
 
     // Again: nothing more is reverted.
     let before = snapshot(&db);
-    let out = mt_dir(&db, &second_release(), &["down", "--run", &deploy]);
+    let out = mt_dir(&db, &second_release(), &["down", "--run", &deploy, "--yes"]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["0 changed, 3 unchanged"]);
     assert_eq!(snapshot(&db), before);
@@ -202,7 +202,7 @@ fn down_run_works_with_the_previous_release_from_the_journal() {
     let db = TestDb::new();
     let deploy = two_deploys(&db);
     // The binary redeployed during the incident does not ship the fourth and fifth migrations.
-    let out = mt_dir(&db, &first_release(false), &["down", "--run", &deploy]);
+    let out = mt_dir(&db, &first_release(false), &["down", "--run", &deploy, "--yes"]);
     assert_code(&out, 0);
     for t in ["a", "b"] {
         assert_eq!(
@@ -221,7 +221,11 @@ fn an_interrupted_rollback_run_again_never_reverts_more() {
     let deploy = two_deploys(&db);
     // The first rollback stops after one tenant (here: only a was reached).
     assert_code(
-        &mt_dir(&db, &second_release(), &["down", "--run", &deploy, "--tenant", "a"]),
+        &mt_dir(
+            &db,
+            &second_release(),
+            &["down", "--run", &deploy, "--tenant", "a", "--yes"],
+        ),
         0,
     );
     assert_eq!(
@@ -230,7 +234,7 @@ fn an_interrupted_rollback_run_again_never_reverts_more() {
     );
     assert_eq!(history(&db, "b").len(), 5);
     // Run again for all: a is left alone, b and c are finished.
-    let out = mt_dir(&db, &second_release(), &["down", "--run", &deploy]);
+    let out = mt_dir(&db, &second_release(), &["down", "--run", &deploy, "--yes"]);
     assert_code(&out, 0);
     assert_eq!(
         history(&db, "a"),
@@ -255,16 +259,16 @@ fn down_run_refuses_under_a_later_run_unless_forced() {
     let early = latest_run(&db);
     assert_code(&mt_dir(&db, &first, &["--tenants", "a", "up"]), 0);
     let before = snapshot(&db);
-    let out = mt_dir(&db, &first, &["down", "--run", &early]);
+    let out = mt_dir(&db, &first, &["down", "--run", &early, "--yes"]);
     assert_code(&out, 2);
     assert_contains(&all_output(&out), &["nothing was changed", "a: ", THIRD, "--force"]);
     assert_eq!(snapshot(&db), before);
     // Forced, it reverts exactly the early run's migrations (the third one stays).
-    let out = mt_dir(&db, &first, &["down", "--run", &early, "--force"]);
+    let out = mt_dir(&db, &first, &["down", "--run", &early, "--force", "--yes"]);
     assert_code(&out, 0);
     assert_eq!(history(&db, "a"), ["20240101000003"]);
     // A run that does not exist is named.
-    let out = mt_dir(&db, &first, &["down", "--run", "9999"]);
+    let out = mt_dir(&db, &first, &["down", "--run", "9999", "--yes"]);
     assert_code(&out, 2);
     assert_contains(&all_output(&out), &["no run 9999", "`runs`"]);
 }
@@ -357,10 +361,14 @@ fn a_killed_run_shows_how_far_it_got_and_resume_finishes_it() {
     assert_code(&out, 0);
     assert_contains(
         &out.stdout,
-        &["t3: 20240101000001 -> 20240101000002", "t4: none -> 20240101000002"],
+        &[
+            "t3: 2024-01-01-000001_first -> 2024-01-01-000002_second",
+            "t4: none -> 2024-01-01-000002_second",
+        ],
     );
     assert!(
-        !out.stdout.contains("t1: 2") && !out.stdout.contains("t2: 2"),
+        !out.stdout.contains("t1: 2024-01-01-000001_first ->")
+            && !out.stdout.contains("t2: 2024-01-01-000001_first ->"),
         "{}",
         out.stdout
     );
@@ -457,7 +465,7 @@ fn status_opens_with_the_fleet_and_flags_edited_migrations() {
             &format!("versions: {THIRD}: 2 tenant(s) · {SECOND}: 1 tenant(s)"),
             "fleet: 3 tenant(s): 2 up to date, 1 behind",
             "0 failed in the last up run",
-            "c: 20240101000002 (2 applied, 1 pending)",
+            "c: 2024-01-01-000002_second (2 applied, 1 pending)",
         ],
     );
     assert!(
@@ -481,7 +489,7 @@ fn status_opens_with_the_fleet_and_flags_edited_migrations() {
         &out.stdout,
         &[
             "3 with up.sql changed since applied",
-            "up.sql changed since applied: 20240101000001",
+            "up.sql changed since applied: 2024-01-01-000001_first",
         ],
     );
 }
@@ -505,7 +513,10 @@ fn mark_applied_and_pending_round_trip_and_refuse_contradictions() {
     // up now runs only the third.
     let out = mt_dir(&db, &set, &["--tenants", "legacy", "up"]);
     assert_code(&out, 0);
-    assert_contains(&out.stdout, &["legacy: 20240101000002 -> 20240101000003 (1 applied"]);
+    assert_contains(
+        &out.stdout,
+        &["legacy: 2024-01-01-000002_second -> 2024-01-01-000003_third (1 applied"],
+    );
     // Marking pending a migration whose table exists is refused, then forced.
     let out = mt_dir(&db, &set, &["--tenants", "legacy", "mark", "pending", "20240101000003"]);
     assert_code(&out, 1);
@@ -550,7 +561,7 @@ fn down_run_leaves_the_shared_schema_alone() {
         )),
         "1"
     );
-    let mut down = cmd(&db, &["down", "--run", &run]);
+    let mut down = cmd(&db, &["down", "--run", &run, "--yes"]);
     down.arg("--migrations-dir")
         .arg(set.path())
         .arg("--shared-migrations-dir")
@@ -579,12 +590,12 @@ fn a_redo_does_not_take_a_migration_from_the_run_that_applied_it() {
     assert_code(&mt_dir(&db, &set, &["--tenants", "a", "redo"]), 0);
     // Rolling the redo back leaves the third migration (it was there before the redo) ...
     let redo = latest_run(&db);
-    let out = mt_dir(&db, &set, &["down", "--run", &redo]);
+    let out = mt_dir(&db, &set, &["down", "--run", &redo, "--yes"]);
     assert_code(&out, 0);
     assert_contains(&out.stdout, &["0 changed, 1 unchanged"]);
     assert_eq!(history(&db, "a").len(), 3);
     // ... and the deploy that applied it can still be rolled back.
-    assert_code(&mt_dir(&db, &set, &["down", "--run", &deploy]), 0);
+    assert_code(&mt_dir(&db, &set, &["down", "--run", &deploy, "--yes"]), 0);
     assert_eq!(history(&db, "a"), ["20240101000001", "20240101000002"]);
 }
 
