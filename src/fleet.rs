@@ -89,7 +89,18 @@ impl<'c> Fleet<'c> {
                     Some(Command::Up { to }) => to.as_deref(),
                     _ => None,
                 };
-                Some(Journal::begin(&mut db.control, journal, &report.run, target)?)
+                // The tenants' histories are the truth: a journal that cannot be written
+                // (a role without CREATE on the database, say) costs the run its history,
+                // not the deploy.
+                match Journal::begin(&mut db.control, journal, &report.run, target) {
+                    Ok(journal) => Some(journal),
+                    Err(e) => {
+                        let warning = format!("{e}; this run is not journaled");
+                        observer.warning(&warning);
+                        report.warnings.push(warning);
+                        None
+                    }
+                }
             }
             _ => None,
         };

@@ -419,8 +419,8 @@ fn ensure_tables(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), Err
 
 fn journal_error(schema: &SchemaName, what: &str, e: &diesel::result::Error) -> Error {
     Error::Journal(format!(
-        "{what} in schema {schema}: {e}. No tenant was touched. Give the role CREATE on the database (or \
-         create the schema for it), choose another journal schema, or run without a journal"
+        "{what} in schema {schema}: {e} (give the role CREATE on the database or create the schema for it, \
+         choose another journal schema, or turn the journal off)"
     ))
 }
 

@@ -677,3 +677,21 @@ fn a_journal_keeps_down_sql_byte_for_byte_whatever_the_string_settings() {
     assert_code(&mt_dir(&db, &dir, &["--tenants", "a", "up"]), 0);
     assert_eq!(db.query("SELECT down_sql FROM migrate_tenants.steps"), down);
 }
+
+#[test]
+fn a_role_that_cannot_create_the_journal_still_deploys_with_a_warning() {
+    let db = TestDb::new();
+    db.exec("DO $$ BEGIN CREATE ROLE mt_nojournal LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;");
+    db.exec("CREATE SCHEMA owned AUTHORIZATION mt_nojournal");
+    let url = db.url.replacen("postgres@", "mt_nojournal@", 1);
+    let mut up = support::cli();
+    up.args(["--database-url", &url, "--tenants", "owned", "up"]);
+    let out = support::run(&mut up);
+    assert_code(&out, 0);
+    assert_contains(&out.stderr, &["warning:", "run journal", "not journaled"]);
+    assert_eq!(history(&db, "owned").len(), 5);
+    assert_eq!(
+        db.query("SELECT count(*) FROM pg_namespace WHERE nspname = 'migrate_tenants'"),
+        "0"
+    );
+}
