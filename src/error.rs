@@ -35,6 +35,10 @@ pub enum Error {
         /// Each blocking migration and the tenants that would need it.
         blocked: Vec<Blocked>,
     },
+    /// A run over several databases cannot start (a tenant in two databases, an unknown
+    /// database name, ...); nothing was changed.
+    #[error(transparent)]
+    Databases(#[from] crate::databases::DatabasesError),
     /// The configuration cannot work (a pool too small, a tenant name used twice, ...).
     #[error("{0}")]
     Config(String),
