@@ -677,6 +677,8 @@ enum Event {
     Tenant(TenantReport),
     Waiting(SchemaName, String),
     Warning(String),
+    /// The database's part is over.
+    Done(Box<DatabaseReport>),
 }
 
 /// The observer of one database's run: sends everything to the calling thread.
@@ -699,7 +701,7 @@ impl Forward {
 
     fn send(&self, event: Event) {
         // The calling thread outlives every database's thread: a send cannot fail.
-        let _ = self.tx.send(Message::Event(self.index, event));
+        let _ = self.tx.send((self.index, event));
     }
 }
 
@@ -726,11 +728,8 @@ impl Observer for Forward {
     }
 }
 
-/// A message to the calling thread: a database's event, or its end.
-enum Message {
-    Event(usize, Event),
-    Done(Box<DatabaseReport>),
-}
+/// A message to the calling thread: an event of the database at this index.
+type Message = (usize, Event);
 
 /// Runs every plan on a thread of its own; progress reaches `observer` on this thread.
 /// Entries come back in the plans' order.
@@ -743,17 +742,17 @@ fn run_all(plans: Vec<Plan>, task: Option<&Task>, observer: &mut dyn DatabasesOb
             let tx = tx.clone();
             scope.spawn(move || {
                 let report = plan.run(task, Forward::new(tx.clone(), i));
-                let _ = tx.send(Message::Done(Box::new(report)));
+                let _ = tx.send((i, Event::Done(Box::new(report))));
             });
         }
         drop(tx);
-        for message in rx {
-            match message {
-                Message::Event(i, event) => deliver(observer, &names[i], event),
-                Message::Done(report) => {
+        for (i, event) in rx {
+            match event {
+                Event::Done(report) => {
                     observer.database_done(&report);
                     done.push(*report);
                 }
+                event => deliver(observer, &names[i], event),
             }
         }
     });
@@ -770,6 +769,7 @@ fn deliver(observer: &mut dyn DatabasesObserver, database: &str, event: Event) {
         Event::Tenant(report) => observer.tenant_done(database, &report),
         Event::Waiting(tenant, holder) => observer.waiting(database, &tenant, &holder),
         Event::Warning(message) => observer.warning(database, &message),
+        Event::Done(report) => observer.database_done(&report),
     }
 }
 
