@@ -16,6 +16,8 @@ mod concurrency;
 mod config;
 #[path = "it/connection.rs"]
 mod connection;
+#[path = "it/databases.rs"]
+mod databases;
 #[path = "it/failures.rs"]
 mod failures;
 #[path = "it/faults.rs"]

@@ -40,6 +40,9 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
         Err(_) => text,
     };
     let result = match &cli.command {
+        command if super::multi::requested(&cli.global) && super::multi::takes(command) => {
+            super::multi::dispatch(cli, migrations, cancel)
+        }
         CliCommand::List => list(&cli.global, migrations),
         CliCommand::Verify { ephemeral } => verify(&cli.global, migrations, *ephemeral),
         CliCommand::Drift => drift(&cli.global, migrations),
@@ -70,7 +73,7 @@ fn usage(e: UsageError) -> (i32, String) {
 }
 
 /// The library's error with the hints that name this CLI's flags.
-fn run_error(e: Error) -> (i32, String) {
+pub(super) fn run_error(e: Error) -> (i32, String) {
     let hint = match &e {
         Error::Unreachable(_) => "\nhint: is the server running, and are host, port and credentials right? (--connect-timeout sets how long to wait)",
         Error::Discovery(DiscoveryError::Invalid(_)) => "\nhint: a tenant name is 1-63 bytes of a-z, 0-9 and _, not starting with a digit or pg_",
@@ -83,7 +86,7 @@ fn run_error(e: Error) -> (i32, String) {
 }
 
 /// The runner for this binary's migrations: the embedded set, or a located directory.
-fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
+pub(super) fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
     let (tenant, shared) = sets(global, migrations)?;
     let runner = match tenant {
         Some(set) => Runner::new(set).shared_migrations(shared),
@@ -154,7 +157,7 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
 }
 
 /// `status --check`: 0 only when the whole fleet is current (an interrupted check says so).
-fn gate(report: &crate::FleetReport) -> i32 {
+pub(super) fn gate(report: &crate::FleetReport) -> i32 {
     if report.stopped == Some(crate::StopReason::Interrupted) {
         return exit::INTERRUPTED;
     }

@@ -13,14 +13,17 @@ fn main() {
 
 `flags` holds what the user typed (clap types live only there), `locate` finds a migrations
 directory the way the diesel CLI does (for the stock binary), `commands` turns flags into
-library calls and picks the exit code, and `render` prints the reports.
+library calls and picks the exit code, `render` prints the reports, and `fleet_file` and `multi` run a command over several
+databases (`--fleet`).
 */
 
 mod commands;
 mod ephemeral;
 mod flags;
+mod fleet_file;
 mod generate;
 mod locate;
+mod multi;
 mod output;
 mod render;
 mod signals;
