@@ -21,6 +21,7 @@ Exit codes:
   4  status --check: a tenant is behind
   5  status --check: a tenant has versions this set does not know
   130, 143  interrupted by SIGINT, SIGTERM (tenants in flight rolled back, the rest not started)
+  With --fleet: the code every database agrees on, else 1 (130/143 when interrupted).
 
 Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
 SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY, MIGRATE_TENANTS_FLEET,
