@@ -332,6 +332,27 @@ fn configuration_errors_are_clear_and_change_nothing() {
     assert_contains(&out.stderr, &["unknown field `tenant`"]);
     assert!(!has_history(&db, "acme"), "nothing ran");
 
+    // tenant create cannot check a name against a database it cannot read: refused.
+    let two = FleetFile::new(&[
+        ("main", &db.url, "all_tenants = true"),
+        ("down", "postgres://postgres@127.0.0.1:1/app", "all_tenants = true"),
+    ]);
+    let out = two.run(&[
+        "--connect-timeout",
+        "2",
+        "tenant",
+        "create",
+        "newco",
+        "--database",
+        "main",
+    ]);
+    assert_code(&out, 2);
+    assert_contains(
+        &out.stderr,
+        &["cannot check the tenant names against database \"down\""],
+    );
+    assert!(!schema_exists(&db, "newco"));
+
     // Without --fleet, nothing changes: the single-URL mode ignores a fleet file nearby.
     let out = mt(&db, &["--tenants", "acme", "up"]);
     assert_code(&out, 0);
