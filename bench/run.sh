@@ -12,7 +12,8 @@
 #   REPS         repetitions of every timed phase; the best is kept (default 1)
 #   CONCURRENCY  passed as --concurrency to every tool run (default: the tool's own default)
 #   SWEEP        space-separated concurrencies to sweep on the fresh apply at N
-#   PHASES       subset of "fresh noop sweep pool journal" (default: "fresh noop pool", plus "sweep" when SWEEP is set)
+#   PHASES       subset of "fresh noop sweep pool multidb journal" (default: "fresh noop pool multidb", plus "sweep" when SWEEP is set)
+#   MULTI_N      tenants per database of the multidb phase: 2 databases x MULTI_N vs 1 x 2*MULTI_N (default N/2)
 #   POOL_N       checkouts per side in the pool phase (default 5000)
 #   SETUP_JOBS   parallel psql sessions that create the no-op phase's tenants (default 4; untimed)
 #   SKIP_BUILD=1 use the existing target/release/migrate-tenants (BIN=path overrides it)
@@ -39,7 +40,7 @@ CONCURRENCY=${CONCURRENCY:-}
 SETUP_JOBS=${SETUP_JOBS:-4}
 RSS_SMALL=100
 if [ -z "${PHASES:-}" ]; then
-  PHASES="fresh noop pool"
+  PHASES="fresh noop pool multidb"
   [ -n "$SWEEP" ] && PHASES="$PHASES sweep"
 fi
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -329,6 +330,67 @@ if has_phase pool; then
   log "   $POOL_LINE"
   POOL_RATIO=$(sed -E 's/.*ratio ([0-9.]+).*/\1/' <<<"$POOL_LINE")
   summary "TenantPool checkout + SELECT 1 / plain checkout + SELECT 1" "${POOL_RATIO}x" "$(sed -E 's/.*plain ([0-9.]+ us), tenant-scoped ([0-9.]+ us).*/\2 \/ \1/' <<<"$POOL_LINE")" "4 round trips vs 2 (see README)"
+fi
+
+# ---------------------------------------------------------------- 5. several databases
+# The overhead of the fleet mode (--fleet): the same 2*MULTI_N tenants as 2 databases of
+# MULTI_N on the same server vs 1 database of 2*MULTI_N, same total --concurrency. Not a
+# speed-up claim: both databases share the server and its 2 cores.
+MULTI_N=${MULTI_N:-$((N / 2))}
+DB2_URL=${URL%/*}/bench2
+
+# count_t URL: the t_ schemas in that database.
+count_t() {
+  psql -X -q -tA "$1" -c "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'"
+}
+
+reset_db2() {
+  "${PSQL[@]}" -c "DROP DATABASE IF EXISTS bench2 WITH (FORCE)" -c "CREATE DATABASE bench2" >/dev/null
+}
+
+# run_fleet LABEL ARGS...: like run_tool, with --fleet $WORK/fleet.toml instead of --database-url.
+run_fleet() {
+  local label=$1; shift
+  local conc=()
+  [ -n "$CONCURRENCY" ] && conc=(--concurrency "$CONCURRENCY")
+  checkpoint
+  (cd "$WORK" && measure "$WORK/m" -- env -u TENANTS -u TENANTS_QUERY -u TENANT_SCHEMA_PATTERN \
+      -u MIGRATION_DIRECTORY -u MIGRATE_TENANTS_CONCURRENCY -u RUST_LOG -u DATABASE_URL \
+      BENCH_ONE_URL="$URL" BENCH_TWO_URL="$DB2_URL" \
+      "$TOOL" --fleet "$WORK/fleet.toml" --migrations-dir "$MIGS" "${conc[@]}" "$@" \
+      >"$WORK/$label.out" 2>&1 </dev/null)
+  read -r T_MS T_RSS T_RC T_CPU <"$WORK/m"
+  if [ "$T_RC" != 0 ]; then
+    log "--- $label: exit $T_RC; last lines of its output:"; tail -20 "$WORK/$label.out" >&2
+    die "$label: migrate-tenants --fleet exited $T_RC"
+  fi
+}
+
+if has_phase multidb; then
+  echo
+  echo "== several databases: 2 x $MULTI_N tenants (--fleet) vs 1 x $((2 * MULTI_N)) (best of $REPS)"
+  seq 1 "$MULTI_N" | sed 's/^/t_/' >"$WORK/multi-one.tenants"
+  seq $((MULTI_N + 1)) $((2 * MULTI_N)) | sed 's/^/t_/' >"$WORK/multi-two.tenants"
+  tenants_file $((2 * MULTI_N)) "$WORK/multi-all.tenants"
+  printf '[databases.one]\nurl_env = "BENCH_ONE_URL"\ntenants_file = "multi-one.tenants"\n\n[databases.two]\nurl_env = "BENCH_TWO_URL"\ntenants_file = "multi-two.tenants"\n' >"$WORK/fleet.toml"
+  MF= ; MN= ; SF= ; SN=
+  for rep in $(seq 1 "$REPS"); do
+    reset_db; reset_db2
+    run_fleet multi-fresh up -q --missing create;            MF=$(min "$T_MS" "$MF"); REP_MF=$T_MS
+    [ "$(count_t "$URL")/$(count_t "$DB2_URL")" = "$MULTI_N/$MULTI_N" ] || die "multidb: expected $MULTI_N tenants in each database"
+    run_fleet multi-noop up -q;                              MN=$(min "$T_MS" "$MN"); REP_MN=$T_MS
+    reset_db; reset_db2
+    run_tool single-fresh up -q --tenants-file "$WORK/multi-all.tenants" --missing create; SF=$(min "$T_MS" "$SF"); REP_SF=$T_MS
+    verify $((2 * MULTI_N))
+    run_tool single-noop up -q --tenants-file "$WORK/multi-all.tenants"; SN=$(min "$T_MS" "$SN")
+    log "   rep $rep fresh: fleet $(secs "$REP_MF") vs one database $(secs "$REP_SF"); no-op: fleet $(secs "$REP_MN") vs $(secs "$T_MS")"
+  done
+  RF=$(div "$MF" "$SF"); RN=$(div "$MN" "$SN")
+  printf '  fresh apply: 2 databases %10s   1 database %10s   ratio %s\n' "$(secs "$MF")" "$(secs "$SF")" "$RF"
+  printf '  no-op up:    2 databases %10s   1 database %10s   ratio %s\n' "$(secs "$MN")" "$(secs "$SN")" "$RN"
+  summary "fresh, 2 dbs x $MULTI_N (--fleet) / 1 db x $((2 * MULTI_N))" "${RF}x" "$(secs "$MF") / $(secs "$SF")" "fleet overhead"
+  summary "no-op, 2 dbs x $MULTI_N (--fleet) / 1 db x $((2 * MULTI_N))" "${RN}x" "$(secs "$MN") / $(secs "$SN")" "fleet overhead"
+  "${PSQL[@]}" -c "DROP DATABASE IF EXISTS bench2 WITH (FORCE)" >/dev/null
 fi
 
 # ---------------------------------------------------------------- summary

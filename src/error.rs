@@ -46,6 +46,10 @@ pub enum Error {
         /// Why, with the tenants and versions concerned.
         message: String,
     },
+    /// A run over several databases cannot start (a tenant in two databases, an unknown
+    /// database name, ...); nothing was changed.
+    #[error(transparent)]
+    Databases(#[from] crate::databases::DatabasesError),
     /// The configuration cannot work (a pool too small, a tenant name used twice, ...).
     #[error("{0}")]
     Config(String),

@@ -23,7 +23,8 @@ assert_eq!(report.summary.failed, 0);
 ```
 
 Inside, one module per concern: `source` (embedded sets), `runner` (this builder), `fleet`
-(the skeleton every run shares), `migrate` and `lifecycle` (what runs on each tenant),
+(the skeleton every run shares), `databases` (one fleet over several databases),
+`migrate` and `lifecycle` (what runs on each tenant),
 `tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `step_sql`
 (the SQL the harness sends, built by pure functions), `journal` (what each run did, in the
 database), `dry_run` (plans before changes, with that same SQL), `canary` (a few tenants first), `lint`
@@ -40,6 +41,7 @@ pub mod cli;
 mod config;
 mod control;
 mod database;
+mod databases;
 mod discovery;
 mod drift;
 mod dry_run;
@@ -74,6 +76,10 @@ pub use config::{
 };
 pub use control::{CancelToken, StopReason};
 pub use database::{Pool, Target, Unreachable};
+pub use databases::{
+    DatabaseReport, Databases, DatabasesError, DatabasesObserver, DatabasesReport, DatabasesSummary, DuplicateTenant,
+    NamedDatabase,
+};
 pub use discovery::DiscoveryError;
 pub use drift::{DriftReport, Drifted, VersionGroup};
 pub use dry_run::{PlannedStep, StepAction, TenantPlan};

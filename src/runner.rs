@@ -613,9 +613,14 @@ impl Runner {
         migrate::run(&config, &Command::Status, RunKind::TenantList, observer)
     }
 
+    /// The worker count (a multi-database run's total).
+    pub(crate) fn workers(&self) -> usize {
+        self.concurrency
+    }
+
     /// The engine's configuration; `lifecycle` commands (and runs whose tenants come from
     /// the journal) name their tenants themselves.
-    fn config(&self, lifecycle: bool) -> Result<RunConfig, Error> {
+    pub(crate) fn config(&self, lifecycle: bool) -> Result<RunConfig, Error> {
         let (migrations, shared) = self.migrations.load()?;
         let database_wide = std::sync::Arc::new(crate::config::database_wide_versions(&migrations));
         let connector = match &self.connector {

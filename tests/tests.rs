@@ -20,6 +20,8 @@ mod config;
 mod confirm;
 #[path = "it/connection.rs"]
 mod connection;
+#[path = "it/databases.rs"]
+mod databases;
 #[path = "it/failures.rs"]
 mod failures;
 #[path = "it/faults.rs"]

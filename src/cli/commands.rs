@@ -40,6 +40,9 @@ pub(super) fn dispatch(cli: &Cli, migrations: Migrations, cancel: crate::CancelT
         Err(_) => text,
     };
     let result = match &cli.command {
+        command if super::multi::requested(&cli.global) && super::multi::takes(command) => {
+            super::multi::dispatch(cli, migrations, cancel)
+        }
         CliCommand::List => list(&cli.global, migrations),
         CliCommand::Verify { ephemeral } => verify(&cli.global, migrations, *ephemeral),
         CliCommand::Drift => drift(&cli.global, migrations),
@@ -92,7 +95,7 @@ pub(super) fn run_error(e: Error) -> (i32, String) {
 }
 
 /// The runner for this binary's migrations: the embedded set, or a located directory.
-fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
+pub(super) fn runner(global: &Global, migrations: Migrations) -> Result<Runner, (i32, String)> {
     let (tenant, shared) = sets(global, migrations)?;
     remember_names(global, migrations, tenant.as_ref(), shared.as_ref());
     let runner = match tenant {
@@ -153,16 +156,29 @@ fn sets(
     Ok((Some(set), shared))
 }
 
+/// The runner settings a fleet command's own flags give (one database or several).
+pub(super) fn command_options(runner: Runner, command: &CliCommand) -> Runner {
+    let plan = command.plan();
+    let runner = runner
+        .revert_shared(matches!(command, CliCommand::Down { shared: true, .. }))
+        .atomic(matches!(command, CliCommand::Up { atomic: true, .. }))
+        .allow_out_of_order(matches!(
+            command,
+            CliCommand::Up {
+                allow_out_of_order: true,
+                ..
+            }
+        ))
+        .allow_mixed_versions(matches!(command, CliCommand::Down { yes: true, .. }))
+        .dry_run(plan.planning())
+        .dry_run_sql(plan.sql);
+    match command.canary() {
+        Some(canary) => runner.canary(canary),
+        None => runner,
+    }
+}
+
 fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: crate::CancelToken) -> Outcome {
-    let revert_shared = matches!(command, CliCommand::Down { shared: true, .. });
-    let atomic = matches!(command, CliCommand::Up { atomic: true, .. });
-    let allow_out_of_order = matches!(
-        command,
-        CliCommand::Up {
-            allow_out_of_order: true,
-            ..
-        }
-    );
     let plan = command.plan();
     let resume = match command {
         CliCommand::Up {
@@ -189,21 +205,13 @@ fn fleet(global: &Global, migrations: Migrations, command: &CliCommand, cancel: 
         ));
     }
     let journal_tenants = from_journal.then(|| TenantSource::List(Vec::new()));
-    let mut runner = global
+    let runner = global
         .configure(runner(global, migrations)?, journal_tenants)
         .map_err(usage)?
-        .revert_shared(revert_shared)
-        .atomic(atomic)
-        .allow_out_of_order(allow_out_of_order)
-        .allow_mixed_versions(matches!(command, CliCommand::Down { yes: true, .. }))
-        .dry_run(plan.planning())
-        .dry_run_sql(plan.sql)
         .cancel_token(cancel);
+    let mut runner = command_options(runner, command);
     if let Some((run, failed_only)) = resume {
         runner = runner.resume(run, failed_only);
-    }
-    if let Some(canary) = command.canary() {
-        runner = runner.canary(canary);
     }
     let (kind, task) = match command {
         CliCommand::Tenant(TenantCommand::List) => (RunKind::TenantList, None),
@@ -244,7 +252,7 @@ fn print_json(format: Format, value: &impl serde::Serialize) {
 }
 
 /// `status --check`: 0 only when the whole fleet is current (an interrupted check says so).
-fn gate(report: &crate::FleetReport) -> i32 {
+pub(super) fn gate(report: &crate::FleetReport) -> i32 {
     if report.stopped == Some(crate::StopReason::Interrupted) {
         return exit::INTERRUPTED;
     }

@@ -23,9 +23,10 @@ Exit codes:
   5  status --check: a tenant has versions this set does not know
   6  status --check: an applied migration's up.sql changed since it was applied
   130, 143  interrupted by SIGINT, SIGTERM (tenants in flight rolled back, the rest not started)
+  With --fleet: the code every database agrees on, else 1 (130/143 when interrupted).
 
 Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
-SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY,
+SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY, MIGRATE_TENANTS_FLEET,
 MIGRATE_TENANTS_LINT_ALLOW, RUST_LOG (logging;
 quiet by default). A .env file in the current directory, or else the nearest parent directory
 that has one, is loaded first; variables already set win over it.";
@@ -47,6 +48,15 @@ pub struct Global {
     /// PostgreSQL connection URL (its password is never printed or logged).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Fleet file: several databases, each with its URL variable and tenant source (README,
+    /// "Several databases"). Never looked for: only this flag or its variable names it.
+    #[arg(long, env = "MIGRATE_TENANTS_FLEET", global = true, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
+
+    /// With --fleet: only this database of the fleet file (repeatable).
+    #[arg(long = "database", global = true, value_name = "NAME")]
+    pub databases: Vec<String>,
 
     /// Migrations directory [env: MIGRATION_DIRECTORY] (default: diesel.toml's
     /// [migrations_directory] dir, found like the diesel CLI does, else migrations/ in the

@@ -14,17 +14,20 @@ fn main() {
 `flags` holds what the user typed (clap types live only there), `locate` finds a migrations
 directory the way the diesel CLI does (for the stock binary), `commands` turns flags into
 library calls and picks the exit code, `confirm` asks before fleet-wide reverts and drops,
-and `render` prints the reports (`plan` a dry run's, `json_lines` the streamed format,
-`names` migration names for versions, `progress` the bar on a terminal).
+`render` prints the reports (`plan` a dry run's, `json_lines` the streamed format, `names`
+migration names for versions, `progress` the bar on a terminal), `runs` the run journal, and
+`fleet_file` and `multi` run a command over several databases (`--fleet`).
 */
 
 mod commands;
 mod confirm;
 mod ephemeral;
 mod flags;
+mod fleet_file;
 mod generate;
 mod json_lines;
 mod locate;
+mod multi;
 mod names;
 mod output;
 mod plan;

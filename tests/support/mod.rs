@@ -25,6 +25,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "MIGRATE_TENANTS_LINT_ALLOW",
     "RUST_LOG",
     "DIESEL_CONFIG_FILE",
+    "MIGRATE_TENANTS_FLEET",
 ];
 
 /// OS user that owns and runs the throwaway cluster when the tests run as root.
