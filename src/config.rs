@@ -101,6 +101,10 @@ pub(crate) struct Settings {
     /// Versions whose SQL touches database-wide objects (extensions, roles, ...): they run
     /// one tenant at a time, under a database-wide lock.
     pub(crate) database_wide: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// What the run does differently on Citus (resolved once per run when it connects).
+    pub(crate) citus: crate::citus::CitusSettings,
+    /// SQL run on every session after connecting and after each session reset.
+    pub(crate) session_sql: Option<String>,
 }
 
 /// Statements that create or change objects shared by the whole database, which concurrent
@@ -190,6 +194,8 @@ pub(crate) struct RunConfig {
     /// Stops the run when cancelled.
     pub(crate) cancel: Option<crate::control::CancelToken>,
     pub(crate) shared: SharedConfig,
+    /// Whether to treat the database as a Citus coordinator.
+    pub(crate) citus: crate::citus::CitusMode,
 }
 
 /// Default worker count. Measured with `bench/run.sh` on 2 cores (fresh apply of 1,000

@@ -8,7 +8,7 @@ Reports flow from the workers over a channel to the calling thread, which passes
 [`FleetReport`]. Nothing here prints or exits.
 */
 
-use crate::config::{Command, RunConfig};
+use crate::config::{Command, RunConfig, Settings};
 use crate::control::{RunControl, StopReason};
 use crate::database::{Connector, Database, Workers};
 use crate::error::Error;
@@ -32,6 +32,8 @@ pub(crate) struct Fleet<'c> {
     pub(crate) shared: Shared<'c>,
     /// Why the run stops early, the backends in flight, notices.
     pub(crate) control: RunControl,
+    /// How migrations run on this database (the run's settings, Citus mode resolved).
+    pub(crate) settings: Settings,
     report: FleetReport,
     clock: Instant,
 }
@@ -78,10 +80,12 @@ impl<'c> Fleet<'c> {
         for warning in &report.warnings {
             observer.warning(warning);
         }
+        let settings = crate::citus::prepare_database(&mut db, config)?;
         Ok(Fleet {
             db,
             shared,
             control,
+            settings,
             report,
             clock,
         })
@@ -90,7 +94,7 @@ impl<'c> Fleet<'c> {
     /// Runs the shared migrations that come before the tenants; `false` when they failed
     /// (then no tenant may be touched).
     pub(crate) fn shared_first(&mut self, observer: &mut dyn Observer) -> bool {
-        self.report.shared = self.shared.before_tenants(&mut self.db, observer);
+        self.report.shared = self.shared.before_tenants(&mut self.db, &self.settings, observer);
         !self.report.shared.as_ref().is_some_and(TenantReport::failed)
     }
 
@@ -129,7 +133,11 @@ impl<'c> Fleet<'c> {
         let count = self.db.workers.count.clamp(1, work.len().max(1));
         let mut reports = Vec::with_capacity(work.len());
         let (control, workers, db_control) = (&self.control, &self.db.workers, &mut self.db.control);
-        let worker = Worker { workers, control };
+        let worker = Worker {
+            workers,
+            control,
+            settings: &self.settings,
+        };
         std::thread::scope(|scope| {
             for _ in 0..count {
                 let tx = tx.clone();
@@ -176,7 +184,7 @@ impl<'c> Fleet<'c> {
     pub(crate) fn finish(mut self, tenants: Vec<TenantReport>, observer: &mut dyn Observer) -> FleetReport {
         if let Some(report) = self
             .shared
-            .after_tenants(&mut self.db, &tenants, &self.control, observer)
+            .after_tenants(&mut self.db, &self.settings, &tenants, &self.control, observer)
         {
             self.report.shared = Some(report);
         }
@@ -191,6 +199,8 @@ pub(crate) struct Worker<'a> {
     pub(crate) workers: &'a Workers,
     /// The run's shared state.
     pub(crate) control: &'a RunControl,
+    /// How migrations run on this database.
+    pub(crate) settings: &'a Settings,
 }
 
 /// Runs `work`; a panic becomes a failed report (the pool closes the connection the panicking

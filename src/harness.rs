@@ -23,6 +23,7 @@ unlocks; if that cannot be done the connection is marked unclean and the pool cl
 instead of handing it to the next tenant.
 */
 
+use crate::citus::{self, CitusSettings};
 use crate::config::Settings;
 use crate::control::RunControl;
 use crate::database::{mark_broken, SESSION_RESET};
@@ -184,6 +185,12 @@ pub(crate) struct TenantHarness<'a> {
     last_transient: Option<Transient>,
     /// The backend's pid (for cancelling it).
     pid: i32,
+    /// What differs on Citus (statement by statement, distributed schemas).
+    citus: CitusSettings,
+    /// Run again after the session reset, when the tenant is released.
+    session_sql: Option<String>,
+    /// A caller opened a transaction with [`Self::execute`] (`BEGIN`) that is still open.
+    in_caller_tx: bool,
     control: Option<&'a RunControl>,
     released: bool,
 }
@@ -224,6 +231,9 @@ impl<'a> TenantHarness<'a> {
             step_marker: 0,
             last_transient: None,
             pid: first.pid,
+            citus: settings.citus,
+            session_sql: settings.session_sql.clone(),
+            in_caller_tx: false,
             control,
             released: true, // nothing to release until the lock is held
         };
@@ -345,13 +355,14 @@ impl<'a> TenantHarness<'a> {
     /// Creates the history table (and, with `create_schema`, the schema) if missing.
     pub(crate) fn prepare(&mut self, create_schema: bool) -> Result<()> {
         let schema = self.schema.quoted();
-        let create = if create_schema {
-            format!("CREATE SCHEMA IF NOT EXISTS {schema};\n")
-        } else {
-            String::new()
+        let create = match create_schema {
+            true if self.citus.distribute_schemas => citus::create_distributed_schema(&schema),
+            true => format!("CREATE SCHEMA IF NOT EXISTS {schema};\n"),
+            false => String::new(),
         };
         let sql = format!("{create}CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL};", self.history());
-        self.conn().batch_execute(&sql).map_err(|e| {
+        let own_transaction = create_schema && self.citus.distribute_schemas;
+        self.send_prepare(&sql, own_transaction).map_err(|e| {
             // Asked of the catalog, not of the (translated) message.
             if !create_schema && self.schema_exists().ok() == Some(false) {
                 HarnessError::MissingSchema(self.schema.to_string())
@@ -366,6 +377,26 @@ impl<'a> TenantHarness<'a> {
                 )
             }
         })
+    }
+
+    /// Sends `prepare`'s SQL: on Citus one statement per query and, with `own_transaction`
+    /// (a distributed `CREATE SCHEMA`, whose setting is LOCAL) in a transaction of its own
+    /// unless the caller has one open.
+    fn send_prepare(&mut self, sql: &str, own_transaction: bool) -> std::result::Result<(), DieselError> {
+        if !self.citus.statement_by_statement {
+            return self.conn().batch_execute(sql);
+        }
+        let in_tx = !own_transaction || self.in_caller_tx;
+        let wrapped = if in_tx {
+            sql.to_string()
+        } else {
+            format!("BEGIN;\n{sql}\nCOMMIT;")
+        };
+        let result = citus::execute_each(self.conn(), &wrapped).map_err(|(e, _)| e);
+        if result.is_err() && !in_tx {
+            let _ = self.conn().batch_execute("ROLLBACK");
+        }
+        result
     }
 
     /// Applied versions, newest first (empty when there is no history table).
@@ -409,7 +440,14 @@ impl<'a> TenantHarness<'a> {
     /// Runs raw SQL on the harness's connection (transaction control for callers that
     /// group several steps into one transaction).
     pub(crate) fn execute(&mut self, sql: &str) -> Result<()> {
-        self.conn().batch_execute(sql).map_err(|e| db_error(sql, &e))
+        let result = self.conn().batch_execute(sql).map_err(|e| db_error(sql, &e));
+        // A raw BEGIN is invisible to diesel (and to the server until a statement runs).
+        match sql {
+            "BEGIN" => self.in_caller_tx = result.is_ok(),
+            "COMMIT" | "ROLLBACK" => self.in_caller_tx = false,
+            _ => {}
+        }
+        result
     }
 
     fn step(&mut self, m: &Migration, dir: Direction, body: &str, bookkeeping: &str, in_tx: bool) -> Result<()> {
@@ -520,10 +558,10 @@ impl<'a> TenantHarness<'a> {
         );
         let prefix = format!("{begin}{marker}{}", self.enter(true));
         let batch = format!("{prefix}{body}\n;\n{}{bookkeeping};\n{commit}", self.check_after(true));
-        match self.conn().batch_execute(&batch) {
+        match self.send(&batch) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let mut message = describe(&e, Some((prefix.chars().count(), body)));
+            Err((e, offset)) => {
+                let mut message = describe_at(&e, Some((prefix.chars().count(), body)), offset);
                 self.last_transient = classify(&e);
                 if !in_tx {
                     let _ = self.conn().batch_execute("ROLLBACK");
@@ -533,6 +571,17 @@ impl<'a> TenantHarness<'a> {
                 }
                 Err(message)
             }
+        }
+    }
+
+    /// Sends a batch the way this database needs it: one round trip on PostgreSQL, one
+    /// statement per query on Citus. The error comes with the character offset in `sql` of
+    /// the statement that failed.
+    fn send(&mut self, sql: &str) -> std::result::Result<(), (DieselError, usize)> {
+        if self.citus.statement_by_statement {
+            citus::execute_each(self.conn, sql)
+        } else {
+            self.conn.batch_execute(sql).map_err(|e| (e, 0))
         }
     }
 
@@ -575,7 +624,7 @@ impl<'a> TenantHarness<'a> {
                     .batch_execute(body)
                     .map_err(|e| describe(&e, Some((0, body))) + &concurrently_hint(body))
             })
-            .and_then(|()| self.conn().batch_execute(&finish).map_err(|e| describe(&e, None)));
+            .and_then(|()| self.send(&finish).map_err(|(e, _)| describe(&e, None)));
         if result.is_err() {
             let _ = self.conn().batch_execute("ROLLBACK");
         }
@@ -635,8 +684,9 @@ impl<'a> TenantHarness<'a> {
     }
 
     fn unlock(&mut self) -> Result<()> {
+        let session = self.session_sql.as_deref().map_or(String::new(), |s| format!("{s};\n"));
         let sql = format!(
-            "{SESSION_RESET}\n\
+            "{SESSION_RESET}\n{session}\
              DO $mt$BEGIN IF NOT pg_advisory_unlock({key}) THEN RAISE EXCEPTION \
              'migrate-tenants: the advisory lock of % was lost during the run (did a migration call \
              pg_advisory_unlock_all() or DISCARD ALL?); another runner may have migrated it at the same time', {schema}; \
@@ -727,12 +777,18 @@ pub(crate) fn classify(e: &DieselError) -> Option<Transient> {
 /// PostgreSQL's message with its detail and hint; with `body` = (characters before the
 /// body in the batch, body), the line of the body the error points at.
 pub(crate) fn describe(e: &DieselError, body: Option<(usize, &str)>) -> String {
+    describe_at(e, body, 0)
+}
+
+/// [`describe`] for an error of a statement sent alone that starts `shift` characters into
+/// the batch (PostgreSQL's position is relative to what it received).
+fn describe_at(e: &DieselError, body: Option<(usize, &str)>, shift: usize) -> String {
     let DieselError::DatabaseError(_, info) = e else {
         return e.to_string();
     };
     let mut out = String::new();
     if let (Some(pos), Some((before, body))) = (info.statement_position(), body) {
-        let pos = usize::try_from(pos).unwrap_or(0);
+        let pos = usize::try_from(pos).unwrap_or(0) + shift;
         if pos > before && pos - before <= body.chars().count() {
             let line = body.chars().take(pos - before - 1).filter(|&c| c == '\n').count() + 1;
             out.push_str(&format!("line {line}: "));

@@ -32,6 +32,7 @@ tenants to the application ([`TenantPool`]).
 */
 
 mod catalog;
+mod citus;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
@@ -58,6 +59,7 @@ mod tenant_pool;
 mod tenant_run;
 mod verify;
 
+pub use citus::CitusMode;
 pub use config::{
     DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
     DEFAULT_RETRIES,

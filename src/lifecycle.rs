@@ -67,11 +67,11 @@ pub(crate) fn create(
         return Ok(fleet.finish(Vec::new(), observer));
     }
     let creator = Creator {
-        config,
         set: &config.migrations,
         if_exists,
     };
-    let create_one = |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| creator.create_on(conn, s, w.control));
+    let create_one =
+        |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| creator.create_on(conn, s, w.settings, w.control));
     let reports = fleet.parallel(&schemas, observer, create_one, skipped);
     Ok(fleet.finish(reports, observer))
 }
@@ -96,8 +96,7 @@ pub(crate) fn drop(
 ) -> Result<FleetReport, Error> {
     let schemas = names(list, &config.shared.schema)?;
     let mut fleet = Fleet::open(config, None, RunKind::TenantDrop, observer)?;
-    let drop_one =
-        |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| drop_tenant(conn, s, force, if_missing, w.control));
+    let drop_one = |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| drop_tenant(conn, s, force, if_missing, w));
     let reports = fleet.parallel(&schemas, observer, drop_one, skipped);
     Ok(fleet.finish(reports, observer))
 }
@@ -133,9 +132,15 @@ fn drop_tenant(
     schema: &SchemaName,
     force: bool,
     if_missing: IfMissing,
-    control: &RunControl,
+    worker: &Worker<'_>,
 ) -> Result<TenantReport, HarnessError> {
-    let mut h = TenantHarness::lock(conn, schema, &Settings::default(), Some(control))?;
+    // Only the session SQL and the Citus mode of the run's settings (no timeouts).
+    let settings = Settings {
+        citus: worker.settings.citus,
+        session_sql: worker.settings.session_sql.clone(),
+        ..Settings::default()
+    };
+    let mut h = TenantHarness::lock(conn, schema, &settings, Some(worker.control))?;
     if !h.schema_exists()? {
         h.release()?;
         return match if_missing {
@@ -163,7 +168,6 @@ fn drop_tenant(
 }
 
 struct Creator<'c> {
-    config: &'c RunConfig,
     set: &'c MigrationSet,
     if_exists: IfExists,
 }
@@ -173,9 +177,10 @@ impl Creator<'_> {
         &self,
         conn: &mut PgConnection,
         schema: &SchemaName,
+        settings: &Settings,
         control: &RunControl,
     ) -> Result<TenantReport, HarnessError> {
-        let mut h = TenantHarness::lock(conn, schema, &self.config.settings, Some(control))?;
+        let mut h = TenantHarness::lock(conn, schema, settings, Some(control))?;
         if h.schema_exists()? {
             if self.if_exists == IfExists::Fail {
                 return Err(HarnessError::SchemaExists(schema.to_string()));
@@ -190,7 +195,7 @@ impl Creator<'_> {
             let up = Command::Up { to: None };
             return Ok(TenantRun::new(&tenant, &up, self.set)
                 .controlled(control)
-                .run_with(conn, &self.config.settings)
+                .run_with(conn, settings)
                 .finish());
         }
         let steps = plan::plan(&Command::Up { to: None }, self.set, &[])?;

@@ -249,7 +249,7 @@ impl Migrate<'_> {
             let (report, transient) = TenantRun::new(tenant, self.command, self.set)
                 .controlled(worker.control)
                 .atomic_up(config.atomic)
-                .run_on(worker.workers, &config.settings)
+                .run_on(worker.workers, worker.settings)
                 .finish_with_cause();
             // Only `up` is tried again: its plan (what is pending) is the same whatever an
             // earlier attempt committed; `down --steps` and `redo` count from the newest

@@ -4,6 +4,7 @@ database (a URL or the application's own pool) and a source of tenant names, the
 run a command. Every command returns a typed [`FleetReport`]; nothing is printed.
 */
 
+use crate::citus::{CitusMode, CitusSettings};
 use crate::config::{
     Command, DownTarget, MissingPolicy, RunConfig, Settings, SharedConfig, TenantSource, DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_RETRIES,
@@ -161,6 +162,8 @@ pub struct Runner {
     cancel: Option<CancelToken>,
     shared_schema: String,
     revert_shared: bool,
+    citus: CitusMode,
+    session_sql: Option<String>,
 }
 
 impl Runner {
@@ -190,6 +193,8 @@ impl Runner {
             cancel: None,
             shared_schema: "public".into(),
             revert_shared: false,
+            citus: CitusMode::Auto,
+            session_sql: None,
         }
     }
 
@@ -344,6 +349,25 @@ impl Runner {
         self
     }
 
+    /// Whether the database is a Citus coordinator (default [`CitusMode::Auto`]: when the
+    /// `citus` extension is installed, found with one query per run). In Citus mode each
+    /// migration is sent one statement per query inside its transaction, and new tenant
+    /// schemas are distributed schemas; a Citus worker node is refused in every mode but
+    /// [`CitusMode::Off`].
+    pub fn citus(mut self, mode: CitusMode) -> Runner {
+        self.citus = mode;
+        self
+    }
+
+    /// SQL run on every session the runner uses, after connecting and after each per-tenant
+    /// session reset (e.g. `SET citus.enable_unsafe_triggers = on` for a set with triggers
+    /// on Citus). It may not control the transaction or change `search_path`; the run is
+    /// refused before connecting otherwise. `None`: nothing.
+    pub fn session_sql(mut self, sql: Option<&str>) -> Runner {
+        self.session_sql = sql.map(str::to_string);
+        self
+    }
+
     /// Applies every pending migration (shared schema first).
     pub fn up(&self) -> Result<FleetReport, Error> {
         self.run(&Task::Up { to: None }, &mut ())
@@ -469,6 +493,9 @@ impl Runner {
         };
         let schema =
             |what: &str, name: &str| SchemaName::shared(name).map_err(|e| Error::Config(format!("{what}: {e}")));
+        if let Some(sql) = &self.session_sql {
+            crate::citus::validate_session_sql(sql).map_err(Error::Config)?;
+        }
         let search_path_suffix = self
             .search_path_suffix
             .iter()
@@ -491,6 +518,8 @@ impl Runner {
                 statement_timeout: self.statement_timeout,
                 lock_wait_timeout: self.lock_wait_timeout,
                 database_wide,
+                citus: CitusSettings::default(),
+                session_sql: self.session_sql.clone(),
             },
             max_failures: self.max_failures,
             retries: self.retries,
@@ -501,6 +530,7 @@ impl Runner {
                 migrations: shared,
                 include_in_down: self.revert_shared,
             },
+            citus: self.citus,
         })
     }
 }

@@ -89,9 +89,14 @@ impl<'c> Shared<'c> {
     }
 
     /// Runs the shared migrations when they come before the tenants (`up`, `status`).
-    pub(crate) fn before_tenants(&self, db: &mut Database, observer: &mut dyn Observer) -> Option<TenantReport> {
+    pub(crate) fn before_tenants(
+        &self,
+        db: &mut Database,
+        settings: &Settings,
+        observer: &mut dyn Observer,
+    ) -> Option<TenantReport> {
         let set = self.set.filter(|_| !Self::reverts(&self.command))?;
-        let report = self.run(db, set);
+        let report = self.run(db, settings, set);
         observer.shared_done(&report);
         Some(report)
     }
@@ -100,6 +105,7 @@ impl<'c> Shared<'c> {
     pub(crate) fn after_tenants(
         &self,
         db: &mut Database,
+        settings: &Settings,
         tenants: &[TenantReport],
         control: &RunControl,
         observer: &mut dyn Observer,
@@ -116,14 +122,14 @@ impl<'c> Shared<'c> {
                 .skip("a tenant failed or the run stopped early; the shared schema was left as it is")
                 .finish()
         } else {
-            self.run(db, set)
+            self.run(db, settings, set)
         };
         observer.shared_done(&report);
         Some(report)
     }
 
     /// Runs the command on the shared schema, on the control connection, under its lock.
-    fn run(&self, db: &mut Database, set: &MigrationSet) -> TenantReport {
+    fn run(&self, db: &mut Database, settings: &Settings, set: &MigrationSet) -> TenantReport {
         let schema = self.config.shared.schema.clone();
         let exists = match catalog::read_states(&mut db.control, std::slice::from_ref(&schema), set) {
             Ok(states) => states[0].exists,
@@ -144,10 +150,12 @@ impl<'c> Shared<'c> {
             create_schema: !exists,
             applied: Vec::new(),
         };
-        let settings = Settings {
+        let mut settings = Settings {
             search_path_suffix: Vec::new(),
-            ..self.config.settings.clone()
+            ..settings.clone()
         };
+        // The shared schema is never a distributed schema (shared tables are reference tables).
+        settings.citus.distribute_schemas = false;
         TenantRun::new(&tenant, &self.command, set)
             .run_with(&mut db.control, &settings)
             .finish()
