@@ -170,6 +170,53 @@ pub(crate) fn execute_each(conn: &mut PgConnection, sql: &str) -> Result<(), (Di
     Ok(())
 }
 
+#[derive(QueryableByName)]
+struct Taken {
+    #[diesel(sql_type = Bool)]
+    taken: bool,
+}
+
+/// How often [`lock_by_polling`] asks for the lock again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How [`lock_by_polling`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Polled {
+    /// The lock is held.
+    Taken,
+    /// The deadline passed first.
+    TimedOut,
+    /// The run was interrupted first.
+    Interrupted,
+}
+
+/// Takes the session advisory lock `key` by asking again until it is free, never by waiting
+/// inside a statement: on Citus, a `CREATE INDEX CONCURRENTLY` waits for every open
+/// transaction of the node, including a session blocked in `pg_advisory_lock`, so a runner
+/// waiting that way for a lock held by the session running the build (or by one waiting
+/// for it) deadlocks with it, across runners and unseen by any deadlock detector.
+pub(crate) fn lock_by_polling(
+    conn: &mut PgConnection,
+    key: i64,
+    deadline: Option<std::time::Instant>,
+    interrupted: impl Fn() -> bool,
+) -> Result<Polled, DieselError> {
+    loop {
+        let taken =
+            diesel::sql_query(format!("SELECT pg_try_advisory_lock({key}) AS taken")).get_result::<Taken>(conn)?;
+        if taken.taken {
+            return Ok(Polled::Taken);
+        }
+        if interrupted() {
+            return Ok(Polled::Interrupted);
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Ok(Polled::TimedOut);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// The character offset of `part` (a slice of `whole`) in `whole`.
 fn char_offset(whole: &str, part: &str) -> usize {
     let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);

@@ -269,6 +269,9 @@ impl<'a> TenantHarness<'a> {
         if let Some(control) = self.control {
             control.waiting(&self.schema, holder.clone());
         }
+        if self.citus.statement_by_statement {
+            return self.poll_for_lock(timeout, &holder);
+        }
         let limit = match timeout {
             Some(t) => format!(
                 "PERFORM set_config('lock_timeout', '{}ms', true); ",
@@ -284,6 +287,31 @@ impl<'a> TenantHarness<'a> {
         match self.conn.batch_execute(&sql) {
             Ok(()) => Ok(()),
             Err(e) if e.to_string().contains(LOCK_WAIT) => {
+                let waited = timeout.map_or(String::new(), |t| format!(" after {} s", t.as_secs_f64()));
+                Err(HarnessError::LockWait(format!(
+                    "another runner holds the lock of {}{waited}: {holder}",
+                    self.schema
+                )))
+            }
+            Err(e) => Err(db_error(
+                &format!("waiting for the advisory lock of {}", self.schema),
+                &e,
+            )),
+        }
+    }
+
+    /// Citus: waits for the tenant's lock by asking again (see [`citus::lock_by_polling`]:
+    /// a session blocked inside a statement would hold up every `CREATE INDEX CONCURRENTLY`).
+    fn poll_for_lock(&mut self, timeout: Option<std::time::Duration>, holder: &str) -> Result<()> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let control = self.control;
+        let interrupted = || control.is_some_and(RunControl::interrupted);
+        match citus::lock_by_polling(self.conn, self.schema.lock_key(), deadline, interrupted) {
+            Ok(citus::Polled::Taken) => Ok(()),
+            Ok(citus::Polled::Interrupted) => Err(HarnessError::Interrupted(
+                "stopped while waiting for the tenant's lock".into(),
+            )),
+            Ok(citus::Polled::TimedOut) => {
                 let waited = timeout.map_or(String::new(), |t| format!(" after {} s", t.as_secs_f64()));
                 Err(HarnessError::LockWait(format!(
                     "another runner holds the lock of {}{waited}: {holder}",
@@ -454,7 +482,9 @@ impl<'a> TenantHarness<'a> {
         let wide = self.database_wide.contains(&m.version);
         let result = if m.run_in_transaction || in_tx {
             self.step_in_transaction(body, bookkeeping, in_tx, wide)
-        } else if wide {
+        } else if wide || self.citus.statement_by_statement {
+            // On Citus, CREATE INDEX CONCURRENTLY in two tenants at once deadlock on a worker
+            // (each waits for the other's virtual transaction): one tenant at a time.
             self.one_at_a_time(|h| h.step_outside_transaction(body, bookkeeping))
         } else {
             self.step_outside_transaction(body, bookkeeping)
@@ -639,9 +669,19 @@ impl<'a> TenantHarness<'a> {
         step: impl FnOnce(&mut Self) -> std::result::Result<(), String>,
     ) -> std::result::Result<(), String> {
         let key = database_wide_lock_key();
-        self.conn()
-            .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
-            .map_err(|e| describe(&e, None))?;
+        if self.citus.statement_by_statement {
+            let control = self.control;
+            let interrupted = || control.is_some_and(RunControl::interrupted);
+            match citus::lock_by_polling(self.conn, key, None, interrupted) {
+                Ok(citus::Polled::Taken) => {}
+                Ok(_) => return Err("interrupted while waiting for the database-wide lock (nothing ran)".into()),
+                Err(e) => return Err(describe(&e, None)),
+            }
+        } else {
+            self.conn()
+                .batch_execute(&format!("SELECT pg_advisory_lock({key})"))
+                .map_err(|e| describe(&e, None))?;
+        }
         let result = step(self);
         // The lock is also released with the others when the tenant is released.
         let _ = self.conn().batch_execute(&format!("SELECT pg_advisory_unlock({key})"));

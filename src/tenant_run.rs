@@ -136,7 +136,7 @@ impl<'r> TenantRun<'r> {
         self.record_state(&applied);
         let steps = plan::plan(self.command, self.set, &applied)?;
         log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
-        if self.atomic(&steps) {
+        if self.atomic(&steps, settings) {
             self.all_or_nothing(&mut h, steps)?;
         } else {
             for step in steps {
@@ -148,10 +148,12 @@ impl<'r> TenantRun<'r> {
     }
 
     /// Whether the steps run in one transaction: `redo` whenever every step can (as the
-    /// diesel CLI does), `up` when asked to.
-    fn atomic(&self, steps: &[Step<'_>]) -> bool {
+    /// diesel CLI does) except on Citus, `up` when asked to. (Citus cancels a transaction
+    /// that drops a table and creates one with a sequence in the same distributed schema as
+    /// "involved in a distributed deadlock": a redo of a `CREATE TABLE` with a `bigserial`.)
+    fn atomic(&self, steps: &[Step<'_>], settings: &Settings) -> bool {
         let wanted = match self.command {
-            Command::Redo { .. } => true,
+            Command::Redo { .. } => !settings.citus.statement_by_statement,
             Command::Up { .. } => self.atomic_up,
             _ => false,
         };

@@ -10,6 +10,8 @@ mod helpers;
 mod app;
 #[path = "it/authoring.rs"]
 mod authoring;
+#[path = "it/citus.rs"]
+mod citus;
 #[path = "it/concurrency.rs"]
 mod concurrency;
 #[path = "it/config.rs"]
