@@ -15,7 +15,7 @@
 #   PHASES       subset of "fresh noop sweep pool citus" (default: "fresh noop pool", plus "sweep" when SWEEP is set)
 #   CITUS_N      tenants of the citus phase (default 200)
 #   CITUS_KIT    the Citus kit (build.sh, cluster.sh; default $ROOT/../shared/citus)
-#   BENCH_CITUS_PORT, BENCH_CITUS_DIR  the citus phase's cluster: ports PORT..PORT+2 (default 56751),
+#   BENCH_CITUS_PORT, BENCH_CITUS_DIR  the citus phase's cluster: ports PORT..PORT+2 (default 56771),
 #                data dir (default /tmp/mt-citus-bench); wiped at the end unless KEEP=1
 #   POOL_N       checkouts per side in the pool phase (default 5000)
 #   SETUP_JOBS   parallel psql sessions that create the no-op phase's tenants (default 4; untimed)
@@ -332,7 +332,7 @@ if has_phase citus; then
     summary "citus phase" "NOT RUN" "no Citus kit" ""
   else
     CITUS_KIT_DIR=$(cd "$CITUS_KIT_DIR" && pwd)
-    CP=${BENCH_CITUS_PORT:-56751}
+    CP=${BENCH_CITUS_PORT:-56771}
     export CITUS_COORDINATOR_PORT=$CP CITUS_WORKER1_PORT=$((CP + 1)) CITUS_WORKER2_PORT=$((CP + 2))
     export CITUS_CLUSTER_DIR=${BENCH_CITUS_DIR:-/tmp/mt-citus-bench}
     bash "$CITUS_KIT_DIR/build.sh" >"$WORK/citus-build.log" 2>&1 || { tail -20 "$WORK/citus-build.log" >&2; die "citus build.sh"; }

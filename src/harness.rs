@@ -21,6 +21,9 @@ A failure anywhere rolls the whole migration back. Migrations with
 `set_config` and a `RESET search_path`. Releasing the harness resets `search_path` and
 unlocks; if that cannot be done the connection is marked unclean and the pool closes it
 instead of handing it to the next tenant.
+
+On Citus ([`crate::citus`]) the same batches are sent one statement per query, new schemas
+are distributed, and lock waits ask again instead of blocking in a statement.
 */
 
 use crate::citus::{self, CitusSettings};
@@ -724,7 +727,7 @@ impl<'a> TenantHarness<'a> {
     }
 
     fn unlock(&mut self) -> Result<()> {
-        let session = self.session_sql.as_deref().map_or(String::new(), |s| format!("{s};\n"));
+        let session = self.session_sql.as_deref().map_or(String::new(), |s| format!("{s}\n;\n"));
         let sql = format!(
             "{SESSION_RESET}\n{session}\
              DO $mt$BEGIN IF NOT pg_advisory_unlock({key}) THEN RAISE EXCEPTION \

@@ -26,7 +26,8 @@ Inside, one module per concern: `source` (embedded sets), `runner` (this builder
 (the skeleton every run shares), `migrate` and `lifecycle` (what runs on each tenant),
 `tenant_run` and `harness` (one tenant on one connection: lock, bookkeeping, checks), `lint`
 (multi-tenant hazards in a set, without a database),
-`shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
+`shared` (the shared schema), `catalog` (a whole fleet's state in a few queries), `citus`
+(what changes on a Citus coordinator),
 `discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`; `tenant_pool` serves
 tenants to the application ([`TenantPool`]).
 */
