@@ -727,7 +727,10 @@ impl<'a> TenantHarness<'a> {
     }
 
     fn unlock(&mut self) -> Result<()> {
-        let session = self.session_sql.as_deref().map_or(String::new(), |s| format!("{s}\n;\n"));
+        let session = self
+            .session_sql
+            .as_deref()
+            .map_or(String::new(), |s| format!("{s}\n;\n"));
         let sql = format!(
             "{SESSION_RESET}\n{session}\
              DO $mt$BEGIN IF NOT pg_advisory_unlock({key}) THEN RAISE EXCEPTION \
