@@ -12,8 +12,12 @@
 #   REPS         repetitions of every timed phase; the best is kept (default 1)
 #   CONCURRENCY  passed as --concurrency to every tool run (default: the tool's own default)
 #   SWEEP        space-separated concurrencies to sweep on the fresh apply at N
-#   PHASES       subset of "fresh noop sweep pool multidb journal" (default: "fresh noop pool multidb", plus "sweep" when SWEEP is set)
+#   PHASES       subset of "fresh noop sweep pool multidb journal citus" (default: "fresh noop pool multidb", plus "sweep" when SWEEP is set)
 #   MULTI_N      tenants per database of the multidb phase: 2 databases x MULTI_N vs 1 x 2*MULTI_N (default N/2)
+#   CITUS_N      tenants of the citus phase (default 200)
+#   CITUS_KIT    the Citus kit (build.sh, cluster.sh; default $ROOT/../shared/citus)
+#   BENCH_CITUS_PORT, BENCH_CITUS_DIR  the citus phase's cluster: ports PORT..PORT+2 (default 56771),
+#                data dir (default /tmp/mt-citus-bench); wiped at the end unless KEEP=1
 #   POOL_N       checkouts per side in the pool phase (default 5000)
 #   SETUP_JOBS   parallel psql sessions that create the no-op phase's tenants (default 4; untimed)
 #   SKIP_BUILD=1 use the existing target/release/migrate-tenants (BIN=path overrides it)
@@ -58,6 +62,7 @@ cleanup() {
     echo "bench: KEEP=1: cluster left running ($("$PG" url)), work dir $WORK" >&2
   else
     "$PG" stop >/dev/null 2>&1 || true
+    [ -n "${CITUS_STARTED:-}" ] && citus_cluster wipe >/dev/null 2>&1
     rm -rf "$WORK"
   fi
   exit $rc
@@ -114,8 +119,9 @@ run_tool() {
   "$TOOL" --version >/dev/null   # page the binary in
   checkpoint
   (cd "$WORK" && measure "$WORK/m" -- env -u TENANTS -u TENANTS_QUERY -u TENANT_SCHEMA_PATTERN \
-      -u MIGRATION_DIRECTORY -u MIGRATE_TENANTS_CONCURRENCY -u RUST_LOG -u DATABASE_URL \
-      "$TOOL" --database-url "$URL" --migrations-dir "$MIGS" "${conc[@]}" "$@" \
+      -u MIGRATION_DIRECTORY -u MIGRATE_TENANTS_CONCURRENCY -u MIGRATE_TENANTS_CITUS -u MIGRATE_TENANTS_SESSION_SQL \
+      -u RUST_LOG -u DATABASE_URL \
+      "$TOOL" --database-url "${TOOL_URL:-$URL}" --migrations-dir "${TOOL_MIGS:-$MIGS}" "${conc[@]}" "$@" \
       >"$WORK/$label.out" 2>&1 </dev/null)
   read -r T_MS T_RSS T_RC T_CPU <"$WORK/m"
   if [ "$T_RC" != 0 ]; then
@@ -140,16 +146,17 @@ tenants_file() {  # tenants_file COUNT PATH
   seq 1 "$1" | sed 's/^/t_/' >"$2"
 }
 
-# verify COUNT: every t_1..t_COUNT exists with exactly NMIGS history rows, and no other t_ schema.
+# verify COUNT [MIGRATIONS [URL]]: every t_1..t_COUNT exists with exactly MIGRATIONS (default
+# NMIGS) history rows, and no other t_ schema.
 verify() {
-  local count=$1 schemas rows
-  schemas=$("${PSQL[@]}" -tAc "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+  local count=$1 per=${2:-$NMIGS} psql=(psql -X -q -v ON_ERROR_STOP=1 "${3:-$URL}") schemas rows
+  schemas=$("${psql[@]}" -tAc "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_%'")
   [ "$schemas" = "$count" ] || die "expected $count tenant schemas, found $schemas"
   # One SELECT per tenant in autocommit: a single query over thousands of tables would
   # exhaust a stock server's lock table.
   rows=$(seq 1 "$count" | awk '{printf "SELECT count(*) FROM t_%d.__diesel_schema_migrations;\n", $1}' \
-         | "${PSQL[@]}" -tA | awk '{s+=$1} END {print s+0}')
-  [ "$rows" = $((count * NMIGS)) ] || die "expected $((count * NMIGS)) history rows over $count tenants, found $rows"
+         | "${psql[@]}" -tA | awk '{s+=$1} END {print s+0}')
+  [ "$rows" = $((count * per)) ] || die "expected $((count * per)) history rows over $count tenants, found $rows"
 }
 
 min() { awk -v a="$1" -v b="$2" 'BEGIN {print (b == "" || a + 0 < b + 0) ? a : b}'; }
@@ -391,6 +398,65 @@ if has_phase multidb; then
   summary "fresh, 2 dbs x $MULTI_N (--fleet) / 1 db x $((2 * MULTI_N))" "${RF}x" "$(secs "$MF") / $(secs "$SF")" "fleet overhead"
   summary "no-op, 2 dbs x $MULTI_N (--fleet) / 1 db x $((2 * MULTI_N))" "${RN}x" "$(secs "$MN") / $(secs "$SN")" "fleet overhead"
   "${PSQL[@]}" -c "DROP DATABASE IF EXISTS bench2 WITH (FORCE)" >/dev/null
+# ---------------------------------------------------------------- 5. Citus vs plain PostgreSQL
+# Per-tenant cost of a fresh apply: plain PostgreSQL with one round trip per migration
+# (--citus off, the default there), plain PostgreSQL statement by statement (--citus on), and a
+# 3-node Citus cluster (coordinator + 2 workers on this machine; detected, so statement by
+# statement, tenants created as distributed schemas). Citus refuses the workload's migration 8
+# (ALTER TABLE ... RENAME CONSTRAINT on a distributed table), so all three run migrations 1-7.
+citus_cluster() { bash "$CITUS_KIT_DIR/cluster.sh" "$@"; }
+if has_phase citus; then
+  CN=${CITUS_N:-200}
+  CITUS_KIT_DIR=${CITUS_KIT:-$ROOT/../shared/citus}
+  echo
+  echo "== citus: fresh apply of $CN tenants x 7 migrations: plain PostgreSQL (one round trip, statement by statement) vs Citus (best of $REPS)"
+  if [ ! -f "$CITUS_KIT_DIR/cluster.sh" ]; then
+    log "   NOTICE: no Citus kit at $CITUS_KIT_DIR (set CITUS_KIT): the citus phase was NOT run"
+    summary "citus phase" "NOT RUN" "no Citus kit" ""
+  else
+    CITUS_KIT_DIR=$(cd "$CITUS_KIT_DIR" && pwd)
+    CP=${BENCH_CITUS_PORT:-56771}
+    export CITUS_COORDINATOR_PORT=$CP CITUS_WORKER1_PORT=$((CP + 1)) CITUS_WORKER2_PORT=$((CP + 2))
+    export CITUS_CLUSTER_DIR=${BENCH_CITUS_DIR:-/tmp/mt-citus-bench}
+    bash "$CITUS_KIT_DIR/build.sh" >"$WORK/citus-build.log" 2>&1 || { tail -20 "$WORK/citus-build.log" >&2; die "citus build.sh"; }
+    citus_cluster wipe >/dev/null
+    CITUS_STARTED=1
+    citus_cluster start >"$WORK/citus-start.log" 2>&1 || { cat "$WORK/citus-start.log" >&2; die "citus cluster.sh start"; }
+    CURL=$(citus_cluster urls)
+    mkdir -p "$WORK/citus-migrations"
+    find "$MIGS" -mindepth 1 -maxdepth 1 -type d | sort | head -7 | xargs -I{} cp -r {} "$WORK/citus-migrations/"
+    tenants_file "$CN" "$WORK/citus.tenants"
+    TRIGGERS="SET citus.enable_unsafe_triggers = on"
+    B_MS= ; S_MS= ; C_MS= ; CNOOP_MS= ; PAIRED=
+    for rep in $(seq 1 "$REPS"); do
+      reset_db
+      TOOL_MIGS=$WORK/citus-migrations run_tool citus-plain-batch up -q --tenants-file "$WORK/citus.tenants" --missing create --citus off
+      verify "$CN" 7; B_MS=$(min "$T_MS" "$B_MS"); REP_B=$T_MS
+      log "   rep $rep plain, one round trip:       $(secs "$T_MS"), tool CPU ${T_CPU} ms"
+      reset_db
+      TOOL_MIGS=$WORK/citus-migrations run_tool citus-plain-stmt up -q --tenants-file "$WORK/citus.tenants" --missing create --citus on
+      verify "$CN" 7; S_MS=$(min "$T_MS" "$S_MS"); REP_S=$T_MS
+      log "   rep $rep plain, statement by statement: $(secs "$T_MS"), tool CPU ${T_CPU} ms"
+      # Untimed: drop the previous rep's tenants.
+      TOOL_URL=$CURL TOOL_MIGS=$WORK/citus-migrations run_tool citus-drop tenant drop --yes --if-exists $(cat "$WORK/citus.tenants")
+      TOOL_URL=$CURL TOOL_MIGS=$WORK/citus-migrations run_tool citus-citus up -q --tenants-file "$WORK/citus.tenants" --missing create --session-sql "$TRIGGERS"
+      verify "$CN" 7 "$CURL"; C_MS=$(min "$T_MS" "$C_MS")
+      DIST=$(psql -X -tA "$CURL" -c "SELECT count(*) FROM citus_schemas WHERE schema_name::text LIKE 't\_%'")
+      [ "$DIST" = "$CN" ] || die "expected $CN distributed schemas, found $DIST"
+      log "   rep $rep Citus (statement by statement): $(secs "$T_MS"), tool CPU ${T_CPU} ms; $DIST distributed schemas"
+      TOOL_URL=$CURL TOOL_MIGS=$WORK/citus-migrations run_tool citus-noop up -q --tenants-file "$WORK/citus.tenants"
+      CNOOP_MS=$(min "$T_MS" "$CNOOP_MS")
+      PAIRED="$PAIRED $(div "$REP_S" "$REP_B")"
+    done
+    RS=$(div "$S_MS" "$B_MS"); RC=$(div "$C_MS" "$B_MS"); RCS=$(div "$C_MS" "$S_MS")
+    printf '  plain PostgreSQL, one round trip per migration  %10s  %7.2f ms/tenant\n' "$(secs "$B_MS")" "$(div "$B_MS" "$CN" %.4f)"
+    printf '  plain PostgreSQL, statement by statement         %10s  %7.2f ms/tenant  ratio %s (per rep:%s)\n' "$(secs "$S_MS")" "$(div "$S_MS" "$CN" %.4f)" "$RS" "$PAIRED"
+    printf '  Citus, 3 nodes, statement by statement           %10s  %7.2f ms/tenant  ratio %s to one round trip, %s to statement by statement\n' "$(secs "$C_MS")" "$(div "$C_MS" "$CN" %.4f)" "$RC" "$RCS"
+    printf '  Citus no-op up                                   %10s\n' "$(secs "$CNOOP_MS")"
+    summary "citus, N=$CN x 7: plain stmt-by-stmt / one round trip" "${RS}x" "$(secs "$S_MS") / $(secs "$B_MS")" "per rep:$PAIRED"
+    summary "citus, N=$CN x 7: Citus / plain one round trip" "${RC}x" "$(secs "$C_MS") / $(secs "$B_MS")" "$(div "$C_MS" "$CN") vs $(div "$B_MS" "$CN") ms/tenant"
+    summary "citus, N=$CN x 7: Citus / plain stmt-by-stmt" "${RCS}x" "$(secs "$C_MS") / $(secs "$S_MS")" "no-op on Citus $(secs "$CNOOP_MS")"
+  fi
 fi
 
 # ---------------------------------------------------------------- summary

@@ -115,6 +115,10 @@ pub(crate) struct Settings {
     pub(crate) database_wide: std::sync::Arc<std::collections::BTreeSet<String>>,
     /// The run's journal, once it has begun (steps are recorded with their history rows).
     pub(crate) journal: Option<crate::journal::JournalRun>,
+    /// What the run does differently on Citus (resolved once per run when it connects).
+    pub(crate) citus: crate::citus::CitusSettings,
+    /// SQL run on every session after connecting and after each session reset.
+    pub(crate) session_sql: Option<String>,
 }
 
 /// Statements that create or change objects shared by the whole database, which concurrent
@@ -221,6 +225,8 @@ pub(crate) struct RunConfig {
     pub(crate) allow_out_of_order: bool,
     /// `up`: these tenants first; the rest only if every one of them succeeded.
     pub(crate) canary: Option<crate::canary::Canary>,
+    /// Whether to treat the database as a Citus coordinator.
+    pub(crate) citus: crate::citus::CitusMode,
 }
 
 /// Default worker count. Measured with `bench/run.sh` on 2 cores (fresh apply of 1,000

@@ -405,6 +405,8 @@ pub(crate) struct Workers {
     pub(crate) count: usize,
     /// Hides the password in messages (URL mode).
     url: Option<DatabaseUrl>,
+    /// SQL run on each connection at checkout (`Runner::session_sql`).
+    pub(crate) session_sql: Option<String>,
 }
 
 impl Workers {
@@ -434,6 +436,12 @@ impl Workers {
             if let Err(e) = conn.batch_execute(SESSION_RESET) {
                 mark_broken(&mut conn);
                 return Err(format!("resetting a connection of the application's pool: {e}"));
+            }
+        }
+        if let Some(sql) = &self.session_sql {
+            if let Err(e) = conn.batch_execute(sql) {
+                mark_broken(&mut conn);
+                return Err(format!("running the session SQL: {e}"));
             }
         }
         Ok(conn)
@@ -494,6 +502,7 @@ impl Database {
                 pool,
                 count: workers,
                 url,
+                session_sql: None,
             },
             target,
         })

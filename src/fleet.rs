@@ -34,6 +34,8 @@ pub(crate) struct Fleet<'c> {
     pub(crate) shared: Shared<'c>,
     /// Why the run stops early, the backends in flight, notices.
     pub(crate) control: RunControl,
+    /// How migrations run on this database (the run's settings, Citus mode resolved).
+    pub(crate) settings: Settings,
     report: FleetReport,
     clock: Instant,
     /// The run's journal (changing runs, unless turned off).
@@ -83,6 +85,7 @@ impl<'c> Fleet<'c> {
         for warning in &report.warnings {
             observer.warning(warning);
         }
+        let mut settings = crate::citus::prepare_database(&mut db, config)?;
         let journal = match &config.journal {
             Some(journal) if !kind.reads_only() && !config.dry_run => {
                 let target = match command {
@@ -105,12 +108,14 @@ impl<'c> Fleet<'c> {
             _ => None,
         };
         report.run_id = journal.as_ref().map(|j| j.run().id());
+        settings.journal = journal.as_ref().map(|j| j.run().clone());
         let mut shared = shared;
         shared.journal = journal.as_ref().map(|j| j.run().for_shared());
         Ok(Fleet {
             db,
             shared,
             control,
+            settings,
             report,
             clock,
             journal,
@@ -120,7 +125,7 @@ impl<'c> Fleet<'c> {
     /// Runs the shared migrations that come before the tenants; `false` when they failed
     /// (then no tenant may be touched).
     pub(crate) fn shared_first(&mut self, observer: &mut dyn Observer) -> bool {
-        self.report.shared = self.shared.before_tenants(&mut self.db, observer);
+        self.report.shared = self.shared.before_tenants(&mut self.db, &self.settings, observer);
         !self.report.shared.as_ref().is_some_and(TenantReport::failed)
     }
 
@@ -148,14 +153,6 @@ impl<'c> Fleet<'c> {
         match &mut self.journal {
             Some(journal) if !tenants.is_empty() => journal.carried(&mut self.db.control, tenants, from),
             _ => Ok(()),
-        }
-    }
-
-    /// The settings the workers use: the run's, with its journal.
-    pub(crate) fn settings(&self, base: &Settings) -> Settings {
-        Settings {
-            journal: self.journal.as_ref().map(|j| j.run().clone()),
-            ..base.clone()
         }
     }
 
@@ -192,7 +189,11 @@ impl<'c> Fleet<'c> {
         let mut reports = Vec::with_capacity(work.len());
         let (control, workers, db_control) = (&self.control, &self.db.workers, &mut self.db.control);
         let journal = &mut self.journal;
-        let worker = Worker { workers, control };
+        let worker = Worker {
+            workers,
+            control,
+            settings: &self.settings,
+        };
         std::thread::scope(|scope| {
             for _ in 0..count {
                 let tx = tx.clone();
@@ -245,7 +246,7 @@ impl<'c> Fleet<'c> {
     pub(crate) fn finish(mut self, tenants: Vec<TenantReport>, observer: &mut dyn Observer) -> FleetReport {
         if let Some(report) = self
             .shared
-            .after_tenants(&mut self.db, &tenants, &self.control, observer)
+            .after_tenants(&mut self.db, &self.settings, &tenants, &self.control, observer)
         {
             self.report.shared = Some(report);
         }
@@ -275,6 +276,8 @@ pub(crate) struct Worker<'a> {
     pub(crate) workers: &'a Workers,
     /// The run's shared state.
     pub(crate) control: &'a RunControl,
+    /// How migrations run on this database.
+    pub(crate) settings: &'a Settings,
 }
 
 /// Runs `work`; a panic becomes a failed report (the pool closes the connection the panicking

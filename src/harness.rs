@@ -21,8 +21,12 @@ A failure anywhere rolls the whole migration back. Migrations with
 `set_config` and a `RESET search_path`. Releasing the harness resets `search_path` and
 unlocks; if that cannot be done the connection is marked unclean and the pool closes it
 instead of handing it to the next tenant.
+
+On Citus ([`crate::citus`]) the same batches are sent one statement per query, new schemas
+are distributed, and lock waits ask again instead of blocking in a statement.
 */
 
+use crate::citus::{self, CitusSettings};
 use crate::config::Settings;
 use crate::control::RunControl;
 use crate::database::mark_broken;
@@ -199,6 +203,10 @@ pub(crate) struct TenantHarness<'a> {
     last_transient: Option<Transient>,
     /// The backend's pid (for cancelling it).
     pid: i32,
+    /// What differs on Citus (statement by statement, distributed schemas).
+    citus: CitusSettings,
+    /// A caller opened a transaction with [`Self::execute`] (`BEGIN`) that is still open.
+    in_caller_tx: bool,
     control: Option<&'a RunControl>,
     released: bool,
     /// The run's journal: each step is recorded with its history row.
@@ -239,6 +247,8 @@ impl<'a> TenantHarness<'a> {
             step_marker: 0,
             last_transient: None,
             pid: first.pid,
+            citus: settings.citus,
+            in_caller_tx: false,
             control,
             released: true, // nothing to release until the lock is held
             journal: settings.journal.clone(),
@@ -270,6 +280,9 @@ impl<'a> TenantHarness<'a> {
         if let Some(control) = self.control {
             control.waiting(&self.schema, holder.clone());
         }
+        if self.citus.statement_by_statement {
+            return self.poll_for_lock(timeout, &holder);
+        }
         let limit = match timeout {
             Some(t) => format!(
                 "PERFORM set_config('lock_timeout', '{}ms', true); ",
@@ -285,6 +298,31 @@ impl<'a> TenantHarness<'a> {
         match self.conn.batch_execute(&sql) {
             Ok(()) => Ok(()),
             Err(e) if e.to_string().contains(LOCK_WAIT) => {
+                let waited = timeout.map_or(String::new(), |t| format!(" after {} s", t.as_secs_f64()));
+                Err(HarnessError::LockWait(format!(
+                    "another runner holds the lock of {}{waited}: {holder}",
+                    self.schema
+                )))
+            }
+            Err(e) => Err(db_error(
+                &format!("waiting for the advisory lock of {}", self.schema),
+                &e,
+            )),
+        }
+    }
+
+    /// Citus: waits for the tenant's lock by asking again (see [`citus::lock_by_polling`]:
+    /// a session blocked inside a statement would hold up every `CREATE INDEX CONCURRENTLY`).
+    fn poll_for_lock(&mut self, timeout: Option<std::time::Duration>, holder: &str) -> Result<()> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let control = self.control;
+        let interrupted = || control.is_some_and(RunControl::interrupted);
+        match citus::lock_by_polling(self.conn, self.schema.lock_key(), deadline, interrupted) {
+            Ok(citus::Polled::Taken) => Ok(()),
+            Ok(citus::Polled::Interrupted) => Err(HarnessError::Interrupted(
+                "stopped while waiting for the tenant's lock".into(),
+            )),
+            Ok(citus::Polled::TimedOut) => {
                 let waited = timeout.map_or(String::new(), |t| format!(" after {} s", t.as_secs_f64()));
                 Err(HarnessError::LockWait(format!(
                     "another runner holds the lock of {}{waited}: {holder}",
@@ -349,7 +387,8 @@ impl<'a> TenantHarness<'a> {
     /// Creates the history table (and, with `create_schema`, the schema) if missing.
     pub(crate) fn prepare(&mut self, create_schema: bool) -> Result<()> {
         let sql = self.sql.prepare(create_schema);
-        self.conn().batch_execute(&sql).map_err(|e| {
+        let own_transaction = create_schema && self.citus.distribute_schemas;
+        self.send_prepare(&sql, own_transaction).map_err(|e| {
             // Asked of the catalog, not of the (translated) message.
             if !create_schema && self.schema_exists().ok() == Some(false) {
                 HarnessError::MissingSchema(self.schema.to_string())
@@ -364,6 +403,26 @@ impl<'a> TenantHarness<'a> {
                 )
             }
         })
+    }
+
+    /// Sends `prepare`'s SQL: on Citus one statement per query and, with `own_transaction`
+    /// (a distributed `CREATE SCHEMA`, whose setting is LOCAL) in a transaction of its own
+    /// unless the caller has one open.
+    fn send_prepare(&mut self, sql: &str, own_transaction: bool) -> std::result::Result<(), DieselError> {
+        if !self.citus.statement_by_statement {
+            return self.conn().batch_execute(sql);
+        }
+        let in_tx = !own_transaction || self.in_caller_tx;
+        let wrapped = if in_tx {
+            sql.to_string()
+        } else {
+            format!("BEGIN;\n{sql}\nCOMMIT;")
+        };
+        let result = citus::execute_each(self.conn(), &wrapped).map_err(|(e, _)| e);
+        if result.is_err() && !in_tx {
+            let _ = self.conn().batch_execute("ROLLBACK");
+        }
+        result
     }
 
     /// Applied versions, newest first (empty when there is no history table).
@@ -488,14 +547,23 @@ COMMIT;",
     /// Runs raw SQL on the harness's connection (transaction control for callers that
     /// group several steps into one transaction).
     pub(crate) fn execute(&mut self, sql: &str) -> Result<()> {
-        self.conn().batch_execute(sql).map_err(|e| db_error(sql, &e))
+        let result = self.conn().batch_execute(sql).map_err(|e| db_error(sql, &e));
+        // A raw BEGIN is invisible to diesel (and to the server until a statement runs).
+        match sql {
+            "BEGIN" => self.in_caller_tx = result.is_ok(),
+            "COMMIT" | "ROLLBACK" => self.in_caller_tx = false,
+            _ => {}
+        }
+        result
     }
 
     fn step(&mut self, m: &Migration, dir: Direction, body: &str, bookkeeping: &str, in_tx: bool) -> Result<()> {
         let wide = self.database_wide.contains(&m.version);
         let result = if m.run_in_transaction || in_tx {
             self.step_in_transaction(body, bookkeeping, in_tx, wide)
-        } else if wide {
+        } else if wide || self.citus.statement_by_statement {
+            // On Citus, CREATE INDEX CONCURRENTLY in two tenants at once deadlock on a worker
+            // (each waits for the other's virtual transaction): one tenant at a time.
             self.one_at_a_time(|h| h.step_outside_transaction(body, bookkeeping))
         } else {
             self.step_outside_transaction(body, bookkeeping)
@@ -540,10 +608,10 @@ COMMIT;",
         self.step_marker = step_sql::next_marker();
         let prefix = self.sql.transaction_prefix(in_tx, database_wide, self.step_marker);
         let batch = self.sql.transaction_batch(&prefix, body, bookkeeping, in_tx);
-        match self.conn().batch_execute(&batch) {
+        match self.send(&batch) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let mut message = describe(&e, Some((prefix.chars().count(), body)));
+            Err((e, offset)) => {
+                let mut message = describe_at(&e, Some((prefix.chars().count(), body)), offset);
                 self.last_transient = classify(&e);
                 if !in_tx {
                     let _ = self.conn().batch_execute("ROLLBACK");
@@ -553,6 +621,17 @@ COMMIT;",
                 }
                 Err(message)
             }
+        }
+    }
+
+    /// Sends a batch the way this database needs it: one round trip on PostgreSQL, one
+    /// statement per query on Citus. The error comes with the character offset in `sql` of
+    /// the statement that failed.
+    fn send(&mut self, sql: &str) -> std::result::Result<(), (DieselError, usize)> {
+        if self.citus.statement_by_statement {
+            citus::execute_each(self.conn, sql)
+        } else {
+            self.conn.batch_execute(sql).map_err(|e| (e, 0))
         }
     }
 
@@ -588,7 +667,7 @@ COMMIT;",
                     .batch_execute(body)
                     .map_err(|e| describe(&e, Some((0, body))) + &concurrently_hint(body))
             })
-            .and_then(|()| self.conn().batch_execute(&finish).map_err(|e| describe(&e, None)));
+            .and_then(|()| self.send(&finish).map_err(|(e, _)| describe(&e, None)));
         if result.is_err() {
             let _ = self.conn().batch_execute("ROLLBACK");
         }
@@ -602,9 +681,19 @@ COMMIT;",
         &mut self,
         step: impl FnOnce(&mut Self) -> std::result::Result<(), String>,
     ) -> std::result::Result<(), String> {
-        self.conn()
-            .batch_execute(&StepSql::wide_lock())
-            .map_err(|e| describe(&e, None))?;
+        if self.citus.statement_by_statement {
+            let control = self.control;
+            let interrupted = || control.is_some_and(RunControl::interrupted);
+            match citus::lock_by_polling(self.conn, crate::tenant::database_wide_lock_key(), None, interrupted) {
+                Ok(citus::Polled::Taken) => {}
+                Ok(_) => return Err("interrupted while waiting for the database-wide lock (nothing ran)".into()),
+                Err(e) => return Err(describe(&e, None)),
+            }
+        } else {
+            self.conn()
+                .batch_execute(&StepSql::wide_lock())
+                .map_err(|e| describe(&e, None))?;
+        }
         let result = step(self);
         // The lock is also released with the others when the tenant is released.
         let _ = self.conn().batch_execute(&StepSql::wide_unlock());
@@ -702,12 +791,18 @@ pub(crate) fn classify(e: &DieselError) -> Option<Transient> {
 /// PostgreSQL's message with its detail and hint; with `body` = (characters before the
 /// body in the batch, body), the line of the body the error points at.
 pub(crate) fn describe(e: &DieselError, body: Option<(usize, &str)>) -> String {
+    describe_at(e, body, 0)
+}
+
+/// [`describe`] for an error of a statement sent alone that starts `shift` characters into
+/// the batch (PostgreSQL's position is relative to what it received).
+fn describe_at(e: &DieselError, body: Option<(usize, &str)>, shift: usize) -> String {
     let DieselError::DatabaseError(_, info) = e else {
         return e.to_string();
     };
     let mut out = String::new();
     if let (Some(pos), Some((before, body))) = (info.statement_position(), body) {
-        let pos = usize::try_from(pos).unwrap_or(0);
+        let pos = usize::try_from(pos).unwrap_or(0) + shift;
         if pos > before && pos - before <= body.chars().count() {
             let line = body.chars().take(pos - before - 1).filter(|&c| c == '\n').count() + 1;
             out.push_str(&format!("line {line}: "));

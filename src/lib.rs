@@ -29,13 +29,15 @@ Inside, one module per concern: `source` (embedded sets), `runner` (this builder
 (the SQL the harness sends, built by pure functions), `journal` (what each run did, in the
 database), `dry_run` (plans before changes, with that same SQL), `canary` (a few tenants first), `lint`
 (multi-tenant hazards in a set, without a database),
-`shared` (the shared schema), `catalog` (a whole fleet's state in a few queries),
+`shared` (the shared schema), `catalog` (a whole fleet's state in a few queries), `citus`
+(what changes on a Citus coordinator),
 `discovery`, `plan`, `database`, `tenant`, `report`, `observer` and `error`; `tenant_pool` serves
 tenants to the application ([`TenantPool`]).
 */
 
 mod canary;
 mod catalog;
+mod citus;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
@@ -70,6 +72,7 @@ mod tenant_run;
 mod verify;
 
 pub use canary::Canary;
+pub use citus::CitusMode;
 pub use config::{
     DownTarget, MissingPolicy, TenantSource, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
     DEFAULT_RETRIES,

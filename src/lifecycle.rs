@@ -73,12 +73,12 @@ pub(crate) fn create(
         return Ok(fleet.finish(reports, observer));
     }
     let creator = Creator {
-        settings: fleet.settings(&config.settings),
         allow_out_of_order: config.allow_out_of_order,
         set: &config.migrations,
         if_exists,
     };
-    let create_one = |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| creator.create_on(conn, s, w.control));
+    let create_one =
+        |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| creator.create_on(conn, s, w.settings, w.control));
     let reports = fleet.parallel(&schemas, observer, create_one, skipped);
     Ok(fleet.finish(reports, observer))
 }
@@ -110,8 +110,7 @@ pub(crate) fn drop(
         return Ok(fleet.finish(reports, observer));
     }
     fleet.journal_tenants(&schemas)?;
-    let drop_one =
-        |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| drop_tenant(conn, s, force, if_missing, w.control));
+    let drop_one = |s: &SchemaName, w: &Worker<'_>| with_conn(w, s, |conn| drop_tenant(conn, s, force, if_missing, w));
     let reports = fleet.parallel(&schemas, observer, drop_one, skipped);
     Ok(fleet.finish(reports, observer))
 }
@@ -147,9 +146,15 @@ fn drop_tenant(
     schema: &SchemaName,
     force: bool,
     if_missing: IfMissing,
-    control: &RunControl,
+    worker: &Worker<'_>,
 ) -> Result<TenantReport, HarnessError> {
-    let mut h = TenantHarness::lock(conn, schema, &Settings::default(), Some(control))?;
+    // Only the session SQL and the Citus mode of the run's settings (no timeouts).
+    let settings = Settings {
+        citus: worker.settings.citus,
+        session_sql: worker.settings.session_sql.clone(),
+        ..Settings::default()
+    };
+    let mut h = TenantHarness::lock(conn, schema, &settings, Some(worker.control))?;
     if !h.schema_exists()? {
         h.release()?;
         return match if_missing {
@@ -177,7 +182,6 @@ fn drop_tenant(
 }
 
 struct Creator<'c> {
-    settings: Settings,
     allow_out_of_order: bool,
     set: &'c MigrationSet,
     if_exists: IfExists,
@@ -188,9 +192,10 @@ impl Creator<'_> {
         &self,
         conn: &mut PgConnection,
         schema: &SchemaName,
+        settings: &Settings,
         control: &RunControl,
     ) -> Result<TenantReport, HarnessError> {
-        let mut h = TenantHarness::lock(conn, schema, &self.settings, Some(control))?;
+        let mut h = TenantHarness::lock(conn, schema, settings, Some(control))?;
         if h.schema_exists()? {
             if self.if_exists == IfExists::Fail {
                 return Err(HarnessError::SchemaExists(schema.to_string()));
@@ -207,7 +212,7 @@ impl Creator<'_> {
             return Ok(TenantRun::new(&tenant, &up, self.set)
                 .controlled(control)
                 .allow_out_of_order(self.allow_out_of_order)
-                .run_with(conn, &self.settings)
+                .run_with(conn, settings)
                 .finish());
         }
         let steps = plan::plan(&Command::Up { to: None }, self.set, &[])?;

@@ -69,12 +69,10 @@ pub(crate) fn run(
     fleet.shared.refuse_irreversible(&mut fleet.db)?;
     refuse_non_atomic(config, command, set, &states)?;
     fleet.journal_tenants(&found.tenants)?;
-    let settings = fleet.settings(&config.settings);
     let migrate = Migrate {
         config,
         command,
         set,
-        settings: &settings,
         undo: &undo,
         canaries: canaries.as_ref(),
     };
@@ -328,8 +326,6 @@ struct Migrate<'r> {
     config: &'r RunConfig,
     command: &'r Command,
     set: &'r MigrationSet,
-    /// The run's settings, with its journal.
-    settings: &'r crate::config::Settings,
     /// A rollback's migrations per tenant.
     undo: &'r Undo,
     /// `up --canary`: these tenants first.
@@ -449,7 +445,7 @@ impl Migrate<'_> {
                 .controlled(worker.control)
                 .atomic_up(config.atomic)
                 .allow_out_of_order(config.allow_out_of_order)
-                .run_on(worker.workers, self.settings)
+                .run_on(worker.workers, worker.settings)
                 .finish_with_cause();
             // Only `up` is tried again: its plan (what is pending) is the same whatever an
             // earlier attempt committed; `down --steps` and `redo` count from the newest

@@ -5,6 +5,7 @@ run a command. Every command returns a typed [`FleetReport`]; nothing is printed
 */
 
 use crate::canary::Canary;
+use crate::citus::{CitusMode, CitusSettings};
 use crate::config::{
     Command, DownTarget, MissingPolicy, RunConfig, Settings, SharedConfig, TenantSource, DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_RETRIES,
@@ -198,6 +199,8 @@ pub struct Runner {
     dry_run_sql: bool,
     allow_out_of_order: bool,
     canary: Option<Canary>,
+    citus: CitusMode,
+    session_sql: Option<String>,
 }
 
 impl Runner {
@@ -236,6 +239,8 @@ impl Runner {
             dry_run_sql: false,
             allow_out_of_order: false,
             canary: None,
+            citus: CitusMode::Auto,
+            session_sql: None,
         }
     }
 
@@ -493,6 +498,25 @@ impl Runner {
         self
     }
 
+    /// Whether the database is a Citus coordinator (default [`CitusMode::Auto`]: when the
+    /// `citus` extension is installed, found with one query per run). In Citus mode each
+    /// migration is sent one statement per query inside its transaction, and new tenant
+    /// schemas are distributed schemas; a Citus worker node is refused in every mode but
+    /// [`CitusMode::Off`].
+    pub fn citus(mut self, mode: CitusMode) -> Runner {
+        self.citus = mode;
+        self
+    }
+
+    /// SQL run on every session the runner uses, after connecting and after each per-tenant
+    /// session reset (e.g. `SET citus.enable_unsafe_triggers = on` for a set with triggers
+    /// on Citus). It may not control the transaction or change `search_path`; the run is
+    /// refused before connecting otherwise. `None`: nothing.
+    pub fn session_sql(mut self, sql: Option<&str>) -> Runner {
+        self.session_sql = sql.map(str::to_string);
+        self
+    }
+
     /// Applies every pending migration (shared schema first).
     pub fn up(&self) -> Result<FleetReport, Error> {
         self.run(&Task::Up { to: None }, &mut ())
@@ -646,6 +670,9 @@ impl Runner {
         };
         let schema =
             |what: &str, name: &str| SchemaName::shared(name).map_err(|e| Error::Config(format!("{what}: {e}")));
+        if let Some(sql) = &self.session_sql {
+            crate::citus::validate_session_sql(sql).map_err(Error::Config)?;
+        }
         let search_path_suffix = self
             .search_path_suffix
             .iter()
@@ -669,6 +696,8 @@ impl Runner {
                 lock_wait_timeout: self.lock_wait_timeout,
                 database_wide,
                 journal: None,
+                citus: CitusSettings::default(),
+                session_sql: self.session_sql.clone(),
             },
             max_failures: self.max_failures,
             retries: self.retries,
@@ -693,6 +722,7 @@ impl Runner {
             dry_run_sql: self.dry_run_sql,
             allow_out_of_order: self.allow_out_of_order,
             canary: self.canary.clone(),
+            citus: self.citus,
         })
     }
 }

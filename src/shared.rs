@@ -98,11 +98,16 @@ impl<'c> Shared<'c> {
     }
 
     /// Runs the shared migrations when they come before the tenants (`up`, `status`).
-    pub(crate) fn before_tenants(&self, db: &mut Database, observer: &mut dyn Observer) -> Option<TenantReport> {
+    pub(crate) fn before_tenants(
+        &self,
+        db: &mut Database,
+        settings: &Settings,
+        observer: &mut dyn Observer,
+    ) -> Option<TenantReport> {
         let set = self.set.filter(|_| !Self::reverts(&self.command))?;
         let report = match self.config.dry_run {
             true => crate::dry_run::shared(self.config, &self.command, set, db),
-            false => self.run(db, set),
+            false => self.run(db, settings, set),
         };
         observer.shared_done(&report);
         Some(report)
@@ -112,6 +117,7 @@ impl<'c> Shared<'c> {
     pub(crate) fn after_tenants(
         &self,
         db: &mut Database,
+        settings: &Settings,
         tenants: &[TenantReport],
         control: &RunControl,
         observer: &mut dyn Observer,
@@ -131,14 +137,14 @@ impl<'c> Shared<'c> {
         } else if self.config.dry_run {
             crate::dry_run::shared(self.config, &self.command, set, db)
         } else {
-            self.run(db, set)
+            self.run(db, settings, set)
         };
         observer.shared_done(&report);
         Some(report)
     }
 
     /// Runs the command on the shared schema, on the control connection, under its lock.
-    fn run(&self, db: &mut Database, set: &MigrationSet) -> TenantReport {
+    fn run(&self, db: &mut Database, settings: &Settings, set: &MigrationSet) -> TenantReport {
         let schema = self.config.shared.schema.clone();
         let exists = match catalog::read_states(&mut db.control, std::slice::from_ref(&schema), set) {
             Ok(states) => states[0].exists,
@@ -161,11 +167,13 @@ impl<'c> Shared<'c> {
             applied: Vec::new(),
             undo: Vec::new(),
         };
-        let settings = Settings {
+        let mut settings = Settings {
             search_path_suffix: Vec::new(),
             journal: self.journal.clone(),
-            ..self.config.settings.clone()
+            ..settings.clone()
         };
+        // The shared schema is never a distributed schema (shared tables are reference tables).
+        settings.citus.distribute_schemas = false;
         TenantRun::new(&tenant, &self.command, set)
             .allow_out_of_order(self.config.allow_out_of_order)
             .run_with(&mut db.control, &settings)

@@ -30,6 +30,10 @@ pub(crate) struct StepSql {
     lock_timeout: Option<String>,
     /// `statement_timeout` for migration statements.
     statement_timeout: Option<String>,
+    /// SQL run after each session reset (`--session-sql`).
+    session_sql: Option<String>,
+    /// New tenant schemas are Citus distributed schemas.
+    distribute_schemas: bool,
 }
 
 impl StepSql {
@@ -44,6 +48,8 @@ impl StepSql {
             search_path: quote_literal(&path.join(", ")),
             lock_timeout: settings.lock_timeout.map(|t| format!("{}ms", t.as_millis())),
             statement_timeout: settings.statement_timeout.map(|t| format!("{}ms", t.as_millis())),
+            session_sql: settings.session_sql.clone(),
+            distribute_schemas: settings.citus.distribute_schemas,
         }
     }
 
@@ -61,6 +67,7 @@ impl StepSql {
     /// Creates the history table (and, with `create_schema`, the schema) if missing.
     pub(crate) fn prepare(&self, create_schema: bool) -> String {
         let create = match create_schema {
+            true if self.distribute_schemas => crate::citus::create_distributed_schema(&self.schema.quoted()),
             true => format!("CREATE SCHEMA IF NOT EXISTS {};\n", self.schema.quoted()),
             false => String::new(),
         };
@@ -242,8 +249,12 @@ impl StepSql {
 
     /// Resets the session and releases the tenant's lock (and any other advisory lock).
     pub(crate) fn release(&self) -> String {
+        let session = self
+            .session_sql
+            .as_deref()
+            .map_or(String::new(), |s| format!("{s}\n;\n"));
         format!(
-            "{SESSION_RESET}\n\
+            "{SESSION_RESET}\n{session}\
              DO $mt$BEGIN IF NOT pg_advisory_unlock({key}) THEN RAISE EXCEPTION \
              'migrate-tenants: the advisory lock of % was lost during the run (did a migration call \
              pg_advisory_unlock_all() or DISCARD ALL?); another runner may have migrated it at the same time', {schema}; \

@@ -151,7 +151,7 @@ impl<'r> TenantRun<'r> {
             plan::check_order(self.command, self.set, &applied, &steps)?;
         }
         log::info!("{}: {} step(s) to run", self.tenant.schema, steps.len());
-        if self.atomic(&steps) {
+        if self.atomic(&steps, settings) {
             self.all_or_nothing(&mut h, steps)?;
         } else {
             for step in steps {
@@ -163,9 +163,12 @@ impl<'r> TenantRun<'r> {
     }
 
     /// Whether the steps run in one transaction: `redo` whenever every step can (as the
-    /// diesel CLI does), `up` when asked to.
-    fn atomic(&self, steps: &[Step<'_>]) -> bool {
-        runs_atomically(self.command, self.atomic_up, steps)
+    /// diesel CLI does) except on Citus, `up` when asked to. (Citus cancels a transaction
+    /// that drops a table and creates one with a sequence in the same distributed schema as
+    /// "involved in a distributed deadlock": a redo of a `CREATE TABLE` with a `bigserial`.)
+    fn atomic(&self, steps: &[Step<'_>], settings: &Settings) -> bool {
+        let redo_on_citus = matches!(self.command, Command::Redo { .. }) && settings.citus.statement_by_statement;
+        !redo_on_citus && runs_atomically(self.command, self.atomic_up, steps)
     }
 
     /// Runs every step in one transaction; on failure the tenant is left exactly as before.

@@ -12,6 +12,8 @@ mod app;
 mod authoring;
 #[path = "it/canary.rs"]
 mod canary;
+#[path = "it/citus.rs"]
+mod citus;
 #[path = "it/concurrency.rs"]
 mod concurrency;
 #[path = "it/config.rs"]

@@ -27,6 +27,7 @@ Exit codes:
 
 Environment: DATABASE_URL, TENANTS, TENANTS_QUERY, TENANT_SCHEMA_PATTERN, MIGRATION_DIRECTORY,
 SHARED_MIGRATION_DIRECTORY, DIESEL_CONFIG_FILE, MIGRATE_TENANTS_CONCURRENCY, MIGRATE_TENANTS_FLEET,
+MIGRATE_TENANTS_CITUS, MIGRATE_TENANTS_SESSION_SQL, MIGRATE_TENANTS_JOURNAL_SCHEMA,
 MIGRATE_TENANTS_LINT_ALLOW, RUST_LOG (logging;
 quiet by default). A .env file in the current directory, or else the nearest parent directory
 that has one, is loaded first; variables already set win over it.";
@@ -129,6 +130,15 @@ pub struct Global {
     /// and `down --run` then have nothing to read for this run).
     #[arg(long, global = true)]
     pub no_journal: bool,
+    /// Citus schema-based sharding: auto (when the citus extension is installed), on
+    /// (migrations statement by statement, new tenant schemas distributed) or off.
+    #[arg(long, env = "MIGRATE_TENANTS_CITUS", global = true, value_enum, default_value_t = CitusFlag::Auto)]
+    pub citus: CitusFlag,
+
+    /// SQL run on every session after connecting and after each per-tenant session reset
+    /// (e.g. "SET citus.enable_unsafe_triggers = on"); no transaction control, no search_path.
+    #[arg(long, env = "MIGRATE_TENANTS_SESSION_SQL", global = true, value_name = "SQL")]
+    pub session_sql: Option<String>,
 
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
@@ -206,6 +216,27 @@ pub enum Missing {
     Skip,
     /// Create the schema and migrate it.
     Create,
+}
+
+/// `--citus`: whether the database is a Citus coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CitusFlag {
+    /// Citus mode when the citus extension is installed.
+    Auto,
+    /// Citus mode.
+    On,
+    /// Plain PostgreSQL.
+    Off,
+}
+
+impl From<CitusFlag> for crate::CitusMode {
+    fn from(flag: CitusFlag) -> crate::CitusMode {
+        match flag {
+            CitusFlag::Auto => crate::CitusMode::Auto,
+            CitusFlag::On => crate::CitusMode::On,
+            CitusFlag::Off => crate::CitusMode::Off,
+        }
+    }
 }
 
 /// Output formats.
@@ -519,7 +550,9 @@ impl Global {
             .shared_schema(&self.shared_schema)
             .journal(!self.no_journal)
             .journal_schema(&self.journal_schema)
-            .journal_arguments(self.command_line());
+            .journal_arguments(self.command_line())
+            .citus(self.citus.into())
+            .session_sql(self.session_sql.as_deref());
         if let Some(ms) = self.lock_timeout {
             runner = runner.lock_timeout(Duration::from_millis(ms));
         }
