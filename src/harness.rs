@@ -515,7 +515,7 @@ COMMIT;",
         self.journal.as_ref().map_or_else(String::new, |j| {
             format!(
                 ";\nSELECT set_config('migrate_tenants.role', current_setting('role'), true);\nSET LOCAL ROLE NONE;\n{};\n\
-                 SELECT set_config('role', current_setting('migrate_tenants.role'), true)",
+                 SELECT set_config('role', coalesce(nullif(current_setting('migrate_tenants.role', true), ''), 'none'), true)",
                 j.step_done(&self.schema, m, kind)
             )
         })

@@ -156,13 +156,13 @@ fn missing_tenants_are_created_distributed_and_down_and_redo_work() {
     let out = citus_up(CITUS_SET, &list, &["--missing", "create", "up"]);
     assert_code(&out, 0);
     assert_eq!(placement(&names).1, 4, "created as distributed schemas");
-    let down = citus_up(CITUS_SET, &list, &["down", "--steps", "3"]);
+    let down = citus_up(CITUS_SET, &list, &["down", "--steps", "3", "--yes"]);
     assert_code(&down, 0);
     for name in &names {
         assert_eq!(versions(name), CITUS_VERSIONS - 3);
         assert_eq!(tables_on_workers(name, "^task_log"), 0, "reverted on the workers too");
     }
-    let redo = citus_up(CITUS_SET, &list, &["redo", "--steps", "2"]);
+    let redo = citus_up(CITUS_SET, &list, &["redo", "--steps", "2", "--yes"]);
     assert_code(&redo, 0);
     assert_contains(&redo.stdout, &["2 reverted, 2 applied"]);
     let up = citus_up(CITUS_SET, &list, &["up"]);
@@ -331,7 +331,16 @@ fn citus_mode_on_plain_postgres_runs_statement_by_statement_with_every_check() {
     assert_code(
         &mt(
             &db,
-            &["--citus", "on", "--tenants", "acme,globex", "redo", "--steps", "2"],
+            &[
+                "--citus",
+                "on",
+                "--tenants",
+                "acme,globex",
+                "redo",
+                "--steps",
+                "2",
+                "--yes",
+            ],
         ),
         0,
     );
