@@ -401,11 +401,7 @@ fn run_outcome(report: &FleetReport) -> &'static str {
 /// Creates the journal's tables unless they exist, under a transaction-level advisory lock
 /// so that two runners starting at once do not race on `CREATE TABLE IF NOT EXISTS`.
 fn ensure_tables(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), Error> {
-    let table = quote_literal(&format!("{}.steps", schema.quoted()));
-    let exists: FlagRow = diesel::sql_query(format!("SELECT to_regclass({table}) IS NOT NULL AS flag"))
-        .get_result(conn)
-        .map_err(|e| journal_error(schema, "looking for the run journal", &e))?;
-    if exists.flag {
+    if exists(conn, schema).map_err(|e| journal_error(schema, "looking for the run journal", &e))? {
         return Ok(());
     }
     let key = crate::tenant::journal_lock_key(schema.as_str());
@@ -415,6 +411,14 @@ fn ensure_tables(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), Err
             let _ = conn.batch_execute("ROLLBACK");
             journal_error(schema, "creating the run journal", &e)
         })
+}
+
+/// A failed read of the journal.
+pub(crate) fn read_error(e: diesel::result::Error) -> Error {
+    Error::Database {
+        context: "reading the run journal".into(),
+        message: e.to_string(),
+    }
 }
 
 fn journal_error(schema: &SchemaName, what: &str, e: &diesel::result::Error) -> Error {
@@ -573,11 +577,12 @@ fn run_select(schema: &SchemaName) -> String {
         "SELECT r.id, r.command, r.arguments, r.host, r.pid, r.db_user, r.tool_version, r.source, \
          to_char(r.started_at AT TIME ZONE 'UTC', {ISO}) AS started_at, \
          to_char(r.finished_at AT TIME ZONE 'UTC', {ISO}) AS finished_at, r.outcome, \
-         (SELECT count(*) FROM {s}.run_tenants t WHERE t.run_id = r.id) AS tenants, \
-         (SELECT count(*) FROM {s}.run_tenants t WHERE t.run_id = r.id AND t.outcome IN ('changed', 'unchanged')) AS ok, \
-         (SELECT count(*) FROM {s}.run_tenants t WHERE t.run_id = r.id AND t.outcome = 'failed') AS failed, \
-         (SELECT count(*) FROM {s}.run_tenants t WHERE t.run_id = r.id AND t.outcome IN ('skipped', 'pending')) AS skipped \
-         FROM {s}.runs r"
+         c.tenants, c.ok, c.failed, c.skipped FROM {s}.runs r CROSS JOIN LATERAL ( \
+           SELECT count(*) AS tenants, \
+                  count(*) FILTER (WHERE t.outcome IN ('changed', 'unchanged')) AS ok, \
+                  count(*) FILTER (WHERE t.outcome = 'failed') AS failed, \
+                  count(*) FILTER (WHERE t.outcome IN ('skipped', 'pending')) AS skipped \
+           FROM {s}.run_tenants t WHERE t.run_id = r.id) c"
     )
 }
 

@@ -188,10 +188,7 @@ pub(crate) fn resume_tenants(
     failed_only: bool,
     current: Option<i64>,
 ) -> Result<Resumed, Error> {
-    let db = |e: diesel::result::Error| Error::Database {
-        context: "reading the run journal".into(),
-        message: e.to_string(),
-    };
+    let db = journal::read_error;
     let refused = |message: String| Error::Refused {
         refusal: Refusal::NoSuchRun,
         message,

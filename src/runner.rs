@@ -434,20 +434,15 @@ impl Runner {
     /// The newest `limit` runs of the run journal, newest first (none without a journal).
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, Error> {
         let (config, mut db) = self.journal_reader()?;
-        crate::journal::list_runs(&mut db.control, &config.journal_schema, limit as i64).map_err(|e| Error::Database {
-            context: "reading the run journal".into(),
-            message: e.to_string(),
-        })
+        crate::journal::list_runs(&mut db.control, &config.journal_schema, limit as i64)
+            .map_err(crate::journal::read_error)
     }
 
     /// One run of the run journal with its tenants and steps.
     pub fn run_detail(&self, id: i64) -> Result<RunDetail, Error> {
         let (config, mut db) = self.journal_reader()?;
         crate::journal::run_detail(&mut db.control, &config.journal_schema, id)
-            .map_err(|e| Error::Database {
-                context: "reading the run journal".into(),
-                message: e.to_string(),
-            })?
+            .map_err(crate::journal::read_error)?
             .ok_or_else(|| Error::Refused {
                 refusal: crate::error::Refusal::NoSuchRun,
                 message: format!("the run journal (schema {}) has no run {id}", config.journal_schema),
