@@ -695,3 +695,34 @@ fn a_role_that_cannot_create_the_journal_still_deploys_with_a_warning() {
         "0"
     );
 }
+
+#[test]
+fn a_rollback_can_be_planned_first() {
+    let db = TestDb::new();
+    let deploy = two_deploys(&db);
+    let before = snapshot(&db);
+    let journal_before = db.query("SELECT count(*) FROM migrate_tenants.runs");
+    let out = mt_dir(
+        &db,
+        &second_release(),
+        &["down", "--run", &deploy, "--dry-run", "--format", "json"],
+    );
+    assert_code(&out, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let planned = |t: usize| -> Vec<String> {
+        doc["tenants"][t]["plan"]["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| s["migration"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(planned(0), [FIFTH, FOURTH], "a");
+    assert_eq!(planned(2), [FIFTH, FOURTH, THIRD], "c");
+    assert_eq!(snapshot(&db), before, "a dry run changes nothing");
+    assert_eq!(
+        db.query("SELECT count(*) FROM migrate_tenants.runs"),
+        journal_before,
+        "nor the journal"
+    );
+}
