@@ -92,6 +92,19 @@ pub struct Blocked {
     pub tenants: Vec<String>,
 }
 
+impl Blocked {
+    /// Adds `tenant` to the entry of `migration` in `blocked` (a new entry if needed).
+    pub(crate) fn add(blocked: &mut Vec<Blocked>, migration: &str, tenant: String) {
+        match blocked.iter_mut().find(|b| b.migration == migration) {
+            Some(b) => b.tenants.push(tenant),
+            None => blocked.push(Blocked {
+                migration: migration.to_string(),
+                tenants: vec![tenant],
+            }),
+        }
+    }
+}
+
 impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown: Vec<&str> = self.tenants.iter().take(5).map(String::as_str).collect();

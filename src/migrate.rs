@@ -274,13 +274,7 @@ fn refuse_irreversible(
     let mut blocked: Vec<Blocked> = Vec::new();
     for (tenant, state) in tenants.iter().zip(states) {
         if let Err(HarnessError::Irreversible(m)) = plan::plan(command, set, &state.applied_versions(set)) {
-            match blocked.iter_mut().find(|b| b.migration == m) {
-                Some(b) => b.tenants.push(tenant.to_string()),
-                None => blocked.push(Blocked {
-                    migration: m,
-                    tenants: vec![tenant.to_string()],
-                }),
-            }
+            Blocked::add(&mut blocked, &m, tenant.to_string());
         }
     }
     if blocked.is_empty() {

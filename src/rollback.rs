@@ -77,13 +77,7 @@ impl Undo {
                 .map(|ms| ms.iter().filter(|m| applied.contains(&m.version)).collect())
                 .unwrap_or_default();
             for m in undo.iter().filter(|m| m.down == DownSql::Missing) {
-                match blocked.iter_mut().find(|b| b.migration == m.dir_name) {
-                    Some(b) => b.tenants.push(tenant.to_string()),
-                    None => blocked.push(Blocked {
-                        migration: m.dir_name.clone(),
-                        tenants: vec![tenant.to_string()],
-                    }),
-                }
+                Blocked::add(&mut blocked, &m.dir_name, tenant.to_string());
             }
             let Some(oldest) = undo.iter().map(|m| m.version.as_str()).min() else {
                 continue;
